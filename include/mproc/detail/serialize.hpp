@@ -1,0 +1,184 @@
+// Serialisation of values that cross a process boundary: cereal with two archives of our own.
+// Not API: use Connection::send / recv and Process arguments instead.
+#pragma once
+
+#include <cereal/cereal.hpp>
+#include <cereal/types/array.hpp>
+#include <cereal/types/chrono.hpp>
+#include <cereal/types/complex.hpp>
+#include <cereal/types/deque.hpp>
+#include <cereal/types/list.hpp>
+#include <cereal/types/map.hpp>
+#include <cereal/types/memory.hpp>
+#include <cereal/types/optional.hpp>
+#include <cereal/types/set.hpp>
+#include <cereal/types/string.hpp>
+#include <cereal/types/tuple.hpp>
+#include <cereal/types/unordered_map.hpp>
+#include <cereal/types/unordered_set.hpp>
+#include <cereal/types/utility.hpp>
+#include <cereal/types/variant.hpp>
+#include <cereal/types/vector.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+
+namespace mproc::detail {
+
+/// Appends to a std::string: no iostream in the hot path.
+class OutArchive : public cereal::OutputArchive<OutArchive, cereal::AllowEmptyClassElision> {
+ public:
+  explicit OutArchive(std::string& out) : OutputArchive(this), out_(out) {}
+  void saveBinary(const void* data, std::size_t n) { out_.append(static_cast<const char*>(data), n); }
+
+ private:
+  std::string& out_;
+};
+
+[[noreturn]] void throw_truncated_payload(std::size_t wanted, std::size_t left);
+[[noreturn]] void throw_bad_length(std::uint64_t length, std::size_t left);
+[[noreturn]] void throw_bad_bool(unsigned value);
+
+/// Reads from a byte span and never past it. Bytes come from another process, so every length
+/// is checked against what is left before anything is allocated.
+class InArchive : public cereal::InputArchive<InArchive, cereal::AllowEmptyClassElision> {
+ public:
+  InArchive(const void* data, std::size_t n)
+      : InputArchive(this), p_(static_cast<const unsigned char*>(data)), left_(n) {}
+  void loadBinary(void* dst, std::size_t n) {
+    if (n > left_) throw_truncated_payload(n, left_);
+    if (n) std::memcpy(dst, p_, n);
+    p_ += n;
+    left_ -= n;
+  }
+  std::size_t left() const noexcept { return left_; }
+
+ private:
+  const unsigned char* p_;
+  std::size_t left_;
+};
+
+template <class T>
+std::enable_if_t<std::is_arithmetic_v<T>> CEREAL_SAVE_FUNCTION_NAME(OutArchive& ar, const T& t) {
+  ar.saveBinary(std::addressof(t), sizeof(t));
+}
+template <class T>
+std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>> CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, T& t) {
+  ar.loadBinary(std::addressof(t), sizeof(t));
+}
+// A bool holding anything but 0 or 1 is undefined behaviour: check the byte.
+template <class T>
+std::enable_if_t<std::is_same_v<T, bool>> CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, T& t) {
+  unsigned char b = 0;
+  ar.loadBinary(&b, 1);
+  if (b > 1) throw_bad_bool(b);
+  t = b != 0;
+}
+template <class Archive, class T>
+CEREAL_ARCHIVE_RESTRICT(InArchive, OutArchive)
+CEREAL_SERIALIZE_FUNCTION_NAME(Archive& ar, cereal::NameValuePair<T>& t) {
+  ar(t.value);
+}
+template <class T>
+void CEREAL_SAVE_FUNCTION_NAME(OutArchive& ar, const cereal::SizeTag<T>& t) {
+  ar(t.size);
+}
+// Every element takes at least one byte on the wire (bar empty types), so a count larger than
+// the bytes left is a lie: refuse it before a container allocates for it.
+template <class T>
+void CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, cereal::SizeTag<T>& t) {
+  ar(t.size);
+  if (static_cast<std::uint64_t>(t.size) > ar.left()) throw_bad_length(static_cast<std::uint64_t>(t.size), ar.left());
+}
+template <class T>
+void CEREAL_SAVE_FUNCTION_NAME(OutArchive& ar, const cereal::BinaryData<T>& bd) {
+  ar.saveBinary(bd.data, static_cast<std::size_t>(bd.size));
+}
+template <class T>
+void CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, cereal::BinaryData<T>& bd) {
+  ar.loadBinary(bd.data, static_cast<std::size_t>(bd.size));
+}
+
+/// A type's name as the compiler spells it, for messages and for the frame fingerprint.
+template <class T>
+constexpr std::string_view type_name() {
+  std::string_view p = __PRETTY_FUNCTION__;  // "... [with T = NAME; std::string_view = ...]"
+  auto start = p.find("T = ") + 4;
+  auto end = p.find_first_of(";]", start);
+  return p.substr(start, end - start);
+}
+
+/// FNV-1a of the type's name: the same type in the same binary gives the same number in every
+/// process; a frame carries it so that recv<T> of another type is an error, not garbage.
+template <class T>
+constexpr std::uint64_t type_fingerprint() {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (char c : type_name<T>()) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return h | 1;  // 0 is reserved for raw bytes (send_bytes)
+}
+
+template <class T>
+constexpr bool is_cereal_serializable =
+    cereal::traits::is_output_serializable<T, OutArchive>::value && cereal::traits::is_input_serializable<T, InArchive>::value;
+
+/// Trivially copyable user types without serialize() travel as their bytes (a memcpy), so
+/// plain structs just work. Pointers never do: their value means nothing in another process.
+template <class T>
+constexpr bool is_memcpy_type = std::is_trivially_copyable_v<T> && !std::is_pointer_v<T> &&
+                                !std::is_member_pointer_v<T> && !is_cereal_serializable<T>;
+
+template <class T>
+constexpr bool is_serializable = is_cereal_serializable<T> || is_memcpy_type<T>;
+
+template <class T>
+void check_serializable() {
+  static_assert(!std::is_pointer_v<T>, "mproc: a raw pointer cannot cross a process boundary: its value means nothing in the other process. Pass the value itself.");
+  static_assert(is_serializable<T>,
+                "mproc: this type cannot cross a process boundary: give it a cereal serialize(Archive&) member (or load/save), or make it trivially copyable.");
+}
+
+/// Appends the encoding of v to out.
+template <class T>
+void encode(std::string& out, const T& v) {
+  check_serializable<T>();
+  if constexpr (is_memcpy_type<T>) {
+    out.append(reinterpret_cast<const char*>(std::addressof(v)), sizeof(T));
+  } else {
+    OutArchive ar(out);
+    ar(v);
+  }
+}
+
+[[noreturn]] void throw_trailing_bytes(std::size_t left, std::string_view type);
+[[noreturn]] void throw_decode_failed(std::string_view type, const char* why);
+
+/// Decodes a T that fills exactly the given bytes.
+template <class T>
+T decode(const void* data, std::size_t n) {
+  check_serializable<T>();
+  static_assert(std::is_default_constructible_v<T>, "mproc: a type received from another process must be default-constructible");
+  T v{};
+  if constexpr (is_memcpy_type<T>) {
+    if (n != sizeof(T)) throw_truncated_payload(sizeof(T), n);
+    std::memcpy(static_cast<void*>(std::addressof(v)), data, sizeof(T));
+  } else {
+    InArchive ar(data, n);
+    try {
+      ar(v);
+    } catch (const cereal::Exception& e) {  // e.g. a variant index out of range
+      throw_decode_failed(type_name<T>(), e.what());
+    }
+    if (ar.left() != 0) throw_trailing_bytes(ar.left(), type_name<T>());
+  }
+  return v;
+}
+
+}  // namespace mproc::detail
+
+CEREAL_REGISTER_ARCHIVE(mproc::detail::OutArchive)
+CEREAL_REGISTER_ARCHIVE(mproc::detail::InArchive)
+CEREAL_SETUP_ARCHIVE_TRAITS(mproc::detail::InArchive, mproc::detail::OutArchive)

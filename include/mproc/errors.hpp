@@ -1,0 +1,72 @@
+// mproc errors: Python's exception names, all derived from mproc::Error.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace mproc {
+
+/// Base of every error mproc throws (Python: multiprocessing.ProcessError's family and friends).
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Python: multiprocessing.ProcessError. Starting, joining or signalling a process went wrong.
+class ProcessError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Python: multiprocessing.BufferTooShort. recv_bytes_into() got a message larger than the buffer;
+/// the message is kept and the next recv_bytes() returns it.
+class BufferTooShort : public ProcessError {
+ public:
+  BufferTooShort(const std::string& what, std::size_t needed) : ProcessError(what), needed_(needed) {}
+  /// Size of the message that did not fit.
+  std::size_t needed() const noexcept { return needed_; }
+
+ private:
+  std::size_t needed_;
+};
+
+/// Python: multiprocessing.TimeoutError.
+class TimeoutError : public ProcessError {
+ public:
+  using ProcessError::ProcessError;
+};
+
+/// Python: multiprocessing.AuthenticationError. A peer did not prove it holds the authkey.
+class AuthenticationError : public ProcessError {
+ public:
+  using ProcessError::ProcessError;
+};
+
+/// Python: EOFError. The peer of a Connection closed its end; nothing more will arrive.
+class EOFError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Bytes on a channel are not a well-formed mproc frame (bad magic, truncated, over the size
+/// limit, or a payload that does not decode). The connection is unusable afterwards.
+class ProtocolError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// recv<T>() found a message of another type. The message is kept: a recv of the right type, or
+/// recv_bytes(), still returns it.
+class TypeMismatchError : public ProtocolError {
+ public:
+  using ProtocolError::ProtocolError;
+};
+
+/// A function identity that arrived on a channel does not name code of this binary signed with
+/// this program's key. It is never called.
+class FunctionIdentityError : public ProtocolError {
+ public:
+  using ProtocolError::ProtocolError;
+};
+
+}  // namespace mproc

@@ -1,0 +1,8 @@
+// mproc — Python's multiprocessing for C++20 on Linux. Include this for everything.
+#pragma once
+
+#include "mproc/connection.hpp"
+#include "mproc/context.hpp"
+#include "mproc/errors.hpp"
+#include "mproc/init.hpp"
+#include "mproc/process.hpp"

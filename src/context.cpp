@@ -1,0 +1,62 @@
+#include "mproc/context.hpp"
+
+#include <unistd.h>
+
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+
+#include "mproc/errors.hpp"
+#include "process_state.hpp"
+
+namespace mproc {
+namespace {
+
+constexpr const char* kNames[] = {"fork", "spawn", "forkserver"};
+constexpr int kDefault = 2;  // forkserver, as Python 3.14 on Linux
+
+int parse_method(std::string_view name) {
+  for (int i = 0; i < 3; ++i)
+    if (name == kNames[i]) return i;
+  throw std::invalid_argument("unknown start method '" + std::string(name) + "' (valid: fork, spawn, forkserver)");
+}
+
+std::mutex g_mu;
+std::optional<int> g_method;  // set by set_start_method, or fixed by first use
+
+}  // namespace
+
+namespace detail {
+const char* method_name(Method m) { return kNames[static_cast<int>(m)]; }
+}  // namespace detail
+
+Context::Context(std::string_view method) : method_(parse_method(method)) {}
+
+std::string Context::get_start_method() const { return kNames[method_]; }
+
+Context get_context(std::string_view method) {
+  if (!method.empty()) return Context(method);
+  return Context(get_start_method());
+}
+
+void set_start_method(std::string_view method, bool force) {
+  int m = parse_method(method);
+  std::lock_guard lock(g_mu);
+  if (g_method && !force) throw Error("the start method has already been set (pass force = true to change it)");
+  g_method = m;
+}
+
+std::string get_start_method() {
+  std::lock_guard lock(g_mu);
+  if (!g_method) g_method = kDefault;  // as Python: asking fixes the default
+  return kNames[*g_method];
+}
+
+std::vector<std::string> get_all_start_methods() { return {"forkserver", "fork", "spawn"}; }
+
+int cpu_count() {
+  long n = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? static_cast<int>(n) : 1;
+}
+
+}  // namespace mproc

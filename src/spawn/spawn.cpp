@@ -1,0 +1,147 @@
+#include "spawn/spawn.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "mproc/detail/fd_passing.hpp"
+#include "mproc/errors.hpp"
+#include "reduction/wire.hpp"
+#include "spawn/forkserver.hpp"
+#include "util/auth.hpp"
+#include "util/stacktrace.hpp"
+
+extern char** environ;
+
+namespace mproc::detail {
+namespace {
+constexpr std::size_t kMaxMessage = std::size_t{1} << 30;
+}
+
+std::string make_startup_message(ProcessImpl& p, Method m, std::vector<int>& fds) {
+  StartupMessage msg;
+  msg.authkey = authkey();
+  msg.name = p.name;
+  msg.identity = p.identity;
+  msg.daemon = p.daemon;
+  msg.parent_pid = ::getpid();
+  msg.parent_name = state().name;
+  msg.start_method = static_cast<std::int32_t>(m);
+  auto fs = forkserver_endpoint();
+  msg.forkserver_address = fs.address;
+  msg.forkserver_pid = fs.pid;
+  {
+    FdExportScope scope(fds);
+    OutArchive ar(msg.task);
+    p.task.save(ar);
+  }
+  msg.nfds = static_cast<std::uint32_t>(fds.size());
+  std::string frame(kFrameHeaderSize, '\0');
+  encode(frame, msg);
+  write_header(frame.data(), type_fingerprint<StartupMessage>(), frame.size() - kFrameHeaderSize);
+  return frame;
+}
+
+void die_with_parent(bool daemon, int expected_parent) {
+  ::prctl(PR_SET_PDEATHSIG, daemon ? SIGKILL : SIGTERM);
+  if (::getppid() != expected_parent) ::_exit(daemon ? 128 + SIGKILL : 128 + SIGTERM);  // parent died already
+}
+
+void bootstrap(const std::function<void()>& run) {
+  int code = 0;
+  try {
+    // Python replaces a child's stdin with /dev/null: two processes must not fight over it.
+    os::Fd null = os::open_dev_null();
+    ::dup2(null.get(), 0);
+    run();
+  } catch (...) {
+    auto report = report_current_exception();
+    std::fflush(stdout);
+    auto text = format_report(report, "Process " + state().name + " (pid " + std::to_string(::getpid()) + "):");
+    std::fputs(text.c_str(), stderr);
+    code = 1;
+  }
+  exit_function();
+  std::fflush(nullptr);
+  ::_exit(code);
+}
+
+[[noreturn]] void child_main(const std::string& framed, std::vector<int> fds, int real_parent, int first_fd) {
+  StartupMessage msg;
+  try {
+    if (framed.size() < kFrameHeaderSize) throw ProtocolError("start-up message is shorter than a frame header");
+    auto h = parse_header(framed.data(), kMaxMessage);
+    if (h.type != type_fingerprint<StartupMessage>() || h.length != framed.size() - kFrameHeaderSize)
+      throw ProtocolError("start-up message has the wrong type or length (is this binary the parent's?)");
+    msg = decode<StartupMessage>(framed.data() + kFrameHeaderSize, framed.size() - kFrameHeaderSize);
+    if (first_fd >= 0)
+      for (std::uint32_t i = 0; i < msg.nfds && msg.nfds <= 1024; ++i) fds.push_back(first_fd + static_cast<int>(i));
+    if (msg.nfds != fds.size()) throw ProtocolError("start-up message names another number of descriptors");
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "mproc: child %d cannot start: %s\n", ::getpid(), e.what());
+    ::_exit(255);
+  }
+  for (int fd : fds) ::fcntl(fd, F_SETFD, FD_CLOEXEC);  // ours now, not our children's
+  die_with_parent(msg.daemon, real_parent ? real_parent : msg.parent_pid);
+  set_authkey(msg.authkey);
+  reset_state_in_child(msg.name, msg.identity, msg.daemon, msg.parent_pid, msg.parent_name);
+  adopt_forkserver_endpoint({msg.forkserver_address, msg.forkserver_pid});
+  capture_throw_stacks(true);
+  bootstrap([&] {
+    FdImportScope scope(fds);
+    try {
+      run_saved_task(msg.task.data(), msg.task.size(), nullptr);
+    } catch (...) {
+      for (int fd : fds)
+        if (fd >= 0) ::close(fd);
+      throw;
+    }
+  });
+}
+
+int spawn_self(const char* marker, int message_fd, const std::vector<int>& fds) {
+  auto& st = state();
+  if (!st.exe) throw Error("mproc::init(argc, argv) was not called: a spawned child could not find its work");
+  // Move every source above the target range first, so that no dup2 below clobbers a source
+  // that a later one still needs (the executable's descriptor is often 3 itself).
+  const int top = kFirstPassedFd + static_cast<int>(fds.size());
+  std::vector<int> sources = {message_fd, st.exe.get()};
+  sources.insert(sources.end(), fds.begin(), fds.end());
+  std::vector<os::Fd> lifted;
+  for (int fd : sources) {
+    lifted.emplace_back(::fcntl(fd, F_DUPFD_CLOEXEC, top));
+    if (!lifted.back()) os::throw_errno("dup of a descriptor for a spawned child");
+  }
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  for (std::size_t i = 0; i < lifted.size(); ++i)  // message -> 3, executable -> 4, passed -> 5...
+    posix_spawn_file_actions_adddup2(&fa, lifted[i].get(), kMessageFd + static_cast<int>(i));
+  // Nothing else of ours leaks into the child, not even descriptors opened without CLOEXEC.
+  posix_spawn_file_actions_addclosefrom_np(&fa, top);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t all, none;
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+  // Exec through the descriptor opened at init: the file on disk may have been replaced since.
+  std::string path = "/proc/self/fd/" + std::to_string(kExeFd);
+  std::string fd_arg = std::to_string(kMessageFd);
+  char* argv[] = {st.argv0.data(), const_cast<char*>(marker), fd_arg.data(), nullptr};
+  pid_t pid = 0;
+  int err = ::posix_spawn(&pid, path.c_str(), &fa, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (err != 0) throw ProcessError(std::string("cannot spawn a child: ") + std::strerror(err));
+  return pid;
+}
+
+}  // namespace mproc::detail

@@ -1,0 +1,19 @@
+// Interposes the C++ runtime's throw so that the stack is taken where an exception starts: by
+// the time a catch block runs, that stack is gone. Kept apart from <cxxabi.h>, whose declaration
+// of __cxa_throw this definition must not meet.
+#include <dlfcn.h>
+
+#include <cstdlib>
+#include <typeinfo>
+
+namespace mproc::detail {
+void capture_stack_at_throw(void* obj) noexcept;
+}
+
+extern "C" [[noreturn]] void __cxa_throw(void* obj, std::type_info* type, void (*dest)(void*)) {
+  using real_fn = void (*)(void*, std::type_info*, void (*)(void*));
+  static const auto real = reinterpret_cast<real_fn>(dlsym(RTLD_NEXT, "__cxa_throw"));
+  mproc::detail::capture_stack_at_throw(obj);
+  real(obj, type, dest);
+  std::abort();  // unreachable: the real __cxa_throw does not return
+}
