@@ -37,7 +37,7 @@ std::unique_ptr<Popen> launch_forkserver(ProcessImpl& p) {
   std::vector<int> fds;
   std::string msg = make_startup_message(p, Method::forkserver, fds);
   os::Fd memfd = os::memfd_with("mproc-start", msg.data(), msg.size());
-  return std::make_unique<PopenForkserver>(forkserver_launch(memfd.get(), fds));
+  return std::make_unique<PopenForkserver>(forkserver_launch(memfd.get(), fds, p.daemon));
 }
 
 }  // namespace mproc::detail

@@ -26,7 +26,7 @@ namespace {
 
 constexpr std::size_t kChallenge = 32;
 constexpr std::uint32_t kForkRequest = 0x4b524f46;  // "FORK"
-constexpr std::size_t kMaxPassedFds = 200;          // below the kernel's SCM_MAX_FD (253)
+constexpr std::size_t kMaxPassedFds = 200;          // with the fixed four, below SCM_MAX_FD (253)
 constexpr const char* kClientLabel = "mproc-forkserver-client:";
 constexpr const char* kServerLabel = "mproc-forkserver-server:";
 
@@ -70,7 +70,7 @@ ssize_t recv_with_fds(int sock, void* data, std::size_t n, std::vector<int>& fds
   msghdr m{};
   m.msg_iov = &iov;
   m.msg_iovlen = 1;
-  std::vector<char> control(CMSG_SPACE(sizeof(int) * (kMaxPassedFds + 2)));
+  std::vector<char> control(CMSG_SPACE(sizeof(int) * (kMaxPassedFds + 4)));
   m.msg_control = control.data();
   m.msg_controllen = control.size();
   ssize_t r = os::retry([&] { return ::recvmsg(sock, &m, MSG_CMSG_CLOEXEC | flags); });
@@ -212,11 +212,24 @@ struct Peer {
   unsigned char challenge[kChallenge];
 };
 
+struct Child {
+  os::Fd status;  // where its exit code goes
+  int peer;       // the socket of the process that asked for it
+  bool daemon;
+};
+
 struct Server {
   int listener, alive, sigfd;
   std::map<int, std::unique_ptr<Peer>> peers;  // by socket fd
-  std::map<int, os::Fd> status;                // child pid -> where its exit code goes
+  std::map<int, Child> children;               // by pid
 };
+
+// Request: kind, count of passed descriptors, flags; descriptors [status, message, stdout,
+// stderr, passed...]. The child writes to its requester's stdout and stderr, not the server's,
+// so that a redirection in the program applies to forkserver children as to the others.
+constexpr std::size_t kRequestSize = 12;
+constexpr std::uint32_t kDaemonFlag = 1;
+constexpr std::size_t kFixedFds = 4;
 
 [[noreturn]] void run_forked_child(Server& s, int parent, std::vector<int>& fds) {
   // fds: [status, message, passed...]. Everything else of the server closes here.
@@ -224,13 +237,15 @@ struct Server {
   ::close(s.alive);
   ::close(s.sigfd);
   for (auto& [fd, peer] : s.peers) ::close(peer->sock.release());
-  for (auto& [pid, st] : s.status) ::close(st.release());
+  for (auto& [pid, child] : s.children) ::close(child.status.release());
   ::close(fds[0]);
+  ::dup2(fds[2], 1);
+  ::dup2(fds[3], 2);
+  ::close(fds[2]);
+  ::close(fds[3]);
   sigset_t none;
   sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  ::signal(SIGCHLD, SIG_DFL);
-  ::signal(SIGINT, SIG_DFL);
+  ::sigprocmask(SIG_SETMASK, &none, nullptr);  // delivers what was sent while it was blocked
   std::string framed;
   try {
     framed = os::read_whole(fds[1], std::size_t{1} << 30);
@@ -239,22 +254,30 @@ struct Server {
     ::_exit(255);
   }
   ::close(fds[1]);
-  child_main(framed, std::vector<int>(fds.begin() + 2, fds.end()), parent, -1);
+  child_main(framed, std::vector<int>(fds.begin() + kFixedFds, fds.end()), parent, -1);
 }
 
-void drop_peer(Server& s, int fd) { s.peers.erase(fd); }
+// A requester that is gone (its connection closed) cannot join or stop its children any more:
+// end them as a dead parent's children end (daemon: SIGKILL, others SIGTERM). A requester that
+// exits normally has joined them already.
+void drop_peer(Server& s, int fd) {
+  for (auto& [pid, child] : s.children)
+    if (child.peer == fd) ::kill(pid, child.daemon ? SIGKILL : SIGTERM);
+  s.peers.erase(fd);
+}
 
 void serve_request(Server& s, Peer& p) {
-  unsigned char buf[8];
+  unsigned char buf[kRequestSize];
   std::vector<int> fds;
   ssize_t r = recv_with_fds(p.sock.get(), buf, sizeof buf, fds, MSG_DONTWAIT);
   if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-  std::uint32_t kind = 0, nfds = 0;
+  std::uint32_t kind = 0, nfds = 0, flags = 0;
   if (r == static_cast<ssize_t>(sizeof buf)) {
     std::memcpy(&kind, buf, 4);
     std::memcpy(&nfds, buf + 4, 4);
+    std::memcpy(&flags, buf + 8, 4);
   }
-  if (r != static_cast<ssize_t>(sizeof buf) || kind != kForkRequest || fds.size() != nfds + 2) {
+  if (r != static_cast<ssize_t>(sizeof buf) || kind != kForkRequest || fds.size() != nfds + kFixedFds) {
     for (int fd : fds) ::close(fd);
     drop_peer(s, p.sock.get());  // not a request we understand: this client is done
     return;
@@ -266,7 +289,8 @@ void serve_request(Server& s, Peer& p) {
   for (std::size_t i = 1; i < fds.size(); ++i) ::close(fds[i]);
   if (pid < 0) return;  // st closes: the client sees EOF before a pid and reports the failure
   std::int32_t pid32 = pid;
-  if (::send(st.get(), &pid32, sizeof pid32, MSG_NOSIGNAL) == sizeof pid32) s.status.emplace(pid, std::move(st));
+  if (::send(st.get(), &pid32, sizeof pid32, MSG_NOSIGNAL) == sizeof pid32)
+    s.children.emplace(pid, Child{std::move(st), p.sock.get(), (flags & kDaemonFlag) != 0});
 }
 
 void serve_handshake(Server& s, Peer& p) {
@@ -295,11 +319,11 @@ void reap_children(Server& s) {
     int st = 0;
     pid_t pid = ::waitpid(-1, &st, WNOHANG);
     if (pid <= 0) break;
-    auto it = s.status.find(pid);
-    if (it == s.status.end()) continue;
+    auto it = s.children.find(pid);
+    if (it == s.children.end()) continue;
     std::int32_t rc = returncode_from_status(st);
-    ::send(it->second.get(), &rc, sizeof rc, MSG_NOSIGNAL);
-    s.status.erase(it);
+    ::send(it->second.status.get(), &rc, sizeof rc, MSG_NOSIGNAL);
+    s.children.erase(it);
   }
 }
 
@@ -328,7 +352,7 @@ void forkserver_reset_in_child() noexcept {
   g_client = fresh;
 }
 
-ForkserverChild forkserver_launch(int message_fd, const std::vector<int>& fds) {
+ForkserverChild forkserver_launch(int message_fd, const std::vector<int>& fds, bool daemon) {
   if (fds.size() > kMaxPassedFds) throw ProcessError("too many descriptors to pass to a forkserver child");
   std::lock_guard lock(g_client->mu);
   Client& c = *g_client;
@@ -336,18 +360,32 @@ ForkserverChild forkserver_launch(int message_fd, const std::vector<int>& fds) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) os::throw_errno("socketpair for a forkserver child");
   os::Fd status(sv[0]), status_w(sv[1]);
-  std::vector<int> all = {status_w.get(), message_fd};
+  std::vector<int> all = {status_w.get(), message_fd, 1, 2};
   all.insert(all.end(), fds.begin(), fds.end());
-  unsigned char req[8];
-  std::uint32_t kind = kForkRequest, n = static_cast<std::uint32_t>(fds.size());
+  unsigned char req[kRequestSize];
+  std::uint32_t kind = kForkRequest, n = static_cast<std::uint32_t>(fds.size()), flags = daemon ? kDaemonFlag : 0;
   std::memcpy(req, &kind, 4);
   std::memcpy(req + 4, &n, 4);
+  std::memcpy(req + 8, &flags, 4);
   if (send_with_fds(c.conn.get(), req, sizeof req, all) != static_cast<ssize_t>(sizeof req)) server_died(c, "sending a request");
   status_w.reset();
   std::int32_t pid = 0;
   if (os::read_full(status.get(), &pid, sizeof pid, "read from the fork server") != sizeof pid || pid <= 0)
     server_died(c, "waiting for the new child's pid");
   return {pid, std::move(status)};
+}
+
+void forkserver_stop() noexcept {
+  std::lock_guard lock(g_client->mu);
+  Client& c = *g_client;
+  if (!c.started_here) return;
+  int pid = c.server_pid;
+  c.conn.reset();
+  c.alive.reset();  // EOF on its pipe: the server exits
+  ::waitpid(pid, nullptr, 0);
+  c.address.clear();
+  c.server_pid = 0;
+  c.started_here = false;
 }
 
 void forkserver_main(const std::string& framed, int listener, int alive) {
@@ -362,11 +400,16 @@ void forkserver_main(const std::string& framed, int listener, int alive) {
   }
   set_authkey(msg.authkey);
   reset_state_in_child("ForkServer", {}, true, msg.parent_pid, msg.parent_name);
-  ::signal(SIGINT, SIG_IGN);  // Ctrl-C is for the program, which then stops its children itself
-  sigset_t chld;
+  // Ctrl-C is for the program, which then stops its children itself. SIGINT is blocked rather
+  // than ignored: a child inherits the mask, so a SIGINT sent to it right after fork stays
+  // pending until it unblocks, instead of being lost to an inherited SIG_IGN.
+  sigset_t blocked, chld;
+  sigemptyset(&blocked);
+  sigaddset(&blocked, SIGCHLD);
+  sigaddset(&blocked, SIGINT);
+  ::sigprocmask(SIG_BLOCK, &blocked, nullptr);
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
-  ::sigprocmask(SIG_BLOCK, &chld, nullptr);
   Server s{listener, alive, ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK), {}, {}};
   ::fcntl(listener, F_SETFD, FD_CLOEXEC);
   ::fcntl(alive, F_SETFD, FD_CLOEXEC);

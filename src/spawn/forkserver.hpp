@@ -28,7 +28,9 @@ struct ForkserverChild {
 
 /// Asks the server (started on first use) to fork a child that runs the start-up message in
 /// message_fd with fds passed. Throws ProcessError when the server died.
-ForkserverChild forkserver_launch(int message_fd, const std::vector<int>& fds);
+ForkserverChild forkserver_launch(int message_fd, const std::vector<int>& fds, bool daemon);
+/// Stops the server this process started (Python's forkserver._stop): waits for it to exit.
+void forkserver_stop() noexcept;
 
 /// The server's loop; runs in the process spawned with kForkserverMarker.
 [[noreturn]] void forkserver_main(const std::string& framed_message, int listener, int alive);
