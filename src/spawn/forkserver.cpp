@@ -334,6 +334,14 @@ ForkserverEndpoint forkserver_endpoint() {
   return {g_client->address, g_client->server_pid};
 }
 
+std::vector<int> forkserver_client_fds() {
+  std::lock_guard lock(g_client->mu);
+  std::vector<int> fds;
+  for (const os::Fd* fd : {&g_client->alive, &g_client->conn})
+    if (*fd) fds.push_back(fd->get());
+  return fds;
+}
+
 void adopt_forkserver_endpoint(ForkserverEndpoint ep) {
   std::lock_guard lock(g_client->mu);
   g_client->address = std::move(ep.address);

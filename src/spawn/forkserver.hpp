@@ -16,6 +16,8 @@ struct ForkserverEndpoint {
 
 /// The server this process would ask (possibly none yet).
 ForkserverEndpoint forkserver_endpoint();
+/// Descriptors this process keeps for the server (for leak checks: they live as long as it does).
+std::vector<int> forkserver_client_fds();
 /// A child reuses its parent's server rather than starting its own.
 void adopt_forkserver_endpoint(ForkserverEndpoint ep);
 /// In a fork child: drop the parent's connection and ownership of the server.
