@@ -75,7 +75,7 @@ struct ConnectionImpl {
     std::size_t have = std::min(len, buffered());
     // Grow as bytes arrive rather than trusting the header with one huge allocation.
     f.payload.resize(std::min(len, std::max(have, std::size_t{1} << 20)));
-    std::memcpy(f.payload.data(), rbuf.data() + rbeg, have);
+    if (have) std::memcpy(f.payload.data(), rbuf.data() + rbeg, have);  // data() may be null when empty
     rbeg += have;
     while (have < len) {
       if (have == f.payload.size()) f.payload.resize(std::min(len, f.payload.size() * 2));
@@ -244,15 +244,20 @@ std::pair<Connection, Connection> Pipe(bool duplex) {
 }
 
 std::vector<Connection> connection_wait_impl(const std::vector<Connection>& conns, std::optional<seconds> timeout) {
+  // A connection holding a whole frame (or buffered bytes) is ready whatever its socket says;
+  // when one is, the others are only polled, not waited for.
+  bool any_buffered = false;
+  std::vector<int> fds;
+  for (const auto& c : conns) {
+    any_buffered = any_buffered || (c.impl_ && (c.impl_->pending || c.impl_->buffered() > 0));
+    fds.push_back(c.fileno());
+  }
+  auto ready_fds = connection::wait(fds, any_buffered ? std::optional<seconds>(seconds(0)) : timeout);
   std::vector<Connection> ready;
   for (const auto& c : conns)
-    if (c.impl_ && (c.impl_->pending || c.impl_->buffered() > 0)) ready.push_back(c);
-  if (!ready.empty()) return ready;
-  std::vector<int> fds;
-  for (const auto& c : conns) fds.push_back(c.fileno());
-  auto ready_fds = connection::wait(fds, timeout);
-  for (const auto& c : conns)
-    if (std::find(ready_fds.begin(), ready_fds.end(), c.fileno()) != ready_fds.end()) ready.push_back(c);
+    if ((c.impl_->pending || c.impl_->buffered() > 0) ||
+        std::find(ready_fds.begin(), ready_fds.end(), c.fileno()) != ready_fds.end())
+      ready.push_back(c);
   return ready;
 }
 

@@ -438,6 +438,20 @@ TEST_F(FunctionIdentity, ResolvingACodeRefGivesBackTheSameAddress) {
   EXPECT_EQ(ref.module, ref2.module);
 }
 
+TEST_F(FunctionIdentity, AnIdentityMadeForOneKindOfPointerDoesNotResolveAsAnother) {
+  // A valid target identity replayed where the invoker (or a target of another signature) is
+  // expected must not be called with the wrong signature.
+  using Target = void (*)(int);
+  using Other = int (*)(int);
+  auto ref = mproc::detail::code_ref(address_of(&record), mproc::detail::type_fingerprint<Target>());
+  EXPECT_EQ(mproc::detail::resolve_code(ref, mproc::detail::type_fingerprint<Target>()), address_of(&record));
+  EXPECT_THROW((void)mproc::detail::resolve_code(ref, mproc::detail::type_fingerprint<Other>()),
+               mproc::FunctionIdentityError);
+  EXPECT_THROW((void)mproc::detail::resolve_code(ref, mproc::detail::type_fingerprint<mproc::detail::Invoker>()),
+               mproc::FunctionIdentityError);
+  EXPECT_THROW((void)mproc::detail::resolve_code(ref), mproc::FunctionIdentityError);
+}
+
 TEST_F(FunctionIdentity, AFunctionOfASharedLibraryResolvesToo) {
   const void* f = reinterpret_cast<const void*>(&::getpid);
   EXPECT_EQ(mproc::detail::resolve_code(mproc::detail::code_ref(f)), f);

@@ -9,7 +9,6 @@
 #include <map>
 #include <string>
 #include <tuple>
-#include <unordered_map>
 #include <vector>
 
 #include "mproc/detail/callable.hpp"
@@ -94,8 +93,8 @@ const Module* find_module_by_id(std::uint64_t id) {
   return nullptr;
 }
 
-std::array<std::uint8_t, 16> tag_of(std::uint64_t module, std::uint64_t offset) {
-  std::uint64_t msg[2] = {module, offset};
+std::array<std::uint8_t, 16> tag_of(std::uint64_t module, std::uint64_t offset, std::uint64_t kind) {
+  std::uint64_t msg[3] = {module, offset, kind};
   Digest d = hmac_sha256(authkey(), msg, sizeof msg);
   std::array<std::uint8_t, 16> tag{};
   std::memcpy(tag.data(), d.data(), tag.size());
@@ -110,8 +109,8 @@ std::string hex(std::uint64_t v) {
 
 struct Cache {
   std::uint64_t generation = ~0ull;
-  std::unordered_map<const void*, CodeRef> sent;
-  std::map<std::tuple<std::uint64_t, std::uint64_t, std::array<std::uint8_t, 16>>, const void*> verified;
+  std::map<std::pair<const void*, std::uint64_t>, CodeRef> sent;
+  std::map<std::tuple<std::uint64_t, std::uint64_t, std::uint64_t, std::array<std::uint8_t, 16>>, const void*> verified;
   void check_generation() {
     if (generation != authkey_generation()) {  // a new key invalidates every tag
       sent.clear();
@@ -124,25 +123,26 @@ thread_local Cache t_cache;
 
 }  // namespace
 
-CodeRef code_ref(const void* code) {
+CodeRef code_ref(const void* code, std::uint64_t kind) {
   t_cache.check_generation();
-  if (auto it = t_cache.sent.find(code); it != t_cache.sent.end()) return it->second;
+  if (auto it = t_cache.sent.find({code, kind}); it != t_cache.sent.end()) return it->second;
   auto addr = reinterpret_cast<std::uintptr_t>(code);
   const Module* m = find_module(addr);
   if (!m) throw Error("mproc: function at " + hex(addr) + " is not in the code of any loaded module");
-  CodeRef ref{m->id, addr - m->bias, tag_of(m->id, addr - m->bias)};
-  t_cache.sent.emplace(code, ref);
+  CodeRef ref{m->id, addr - m->bias, tag_of(m->id, addr - m->bias, kind)};
+  t_cache.sent.emplace(std::make_pair(code, kind), ref);
   return ref;
 }
 
-const void* resolve_code(const CodeRef& ref) {
+const void* resolve_code(const CodeRef& ref, std::uint64_t kind) {
   t_cache.check_generation();
-  auto key = std::make_tuple(ref.module, ref.offset, ref.tag);
+  auto key = std::make_tuple(ref.module, ref.offset, kind, ref.tag);
   if (auto it = t_cache.verified.find(key); it != t_cache.verified.end()) return it->second;
-  auto expected = tag_of(ref.module, ref.offset);
+  auto expected = tag_of(ref.module, ref.offset, kind);
   if (!equal_constant_time(expected.data(), ref.tag.data(), expected.size()))
-    throw FunctionIdentityError("function identity rejected: its tag does not verify with this program's key (forged, "
-                                "corrupted, or from another program); module " + hex(ref.module) + " offset " + hex(ref.offset));
+    throw FunctionIdentityError("function identity rejected: its tag does not verify with this program's key for this "
+                                "kind of function (forged, corrupted, misplaced, or from another program); module " +
+                                hex(ref.module) + " offset " + hex(ref.offset));
   const Module* m = find_module_by_id(ref.module);
   if (!m)
     throw FunctionIdentityError("function identity rejected: module " + hex(ref.module) +
@@ -166,7 +166,7 @@ void run_saved_task(const void* data, std::size_t n, std::string* result) {
   } catch (const cereal::Exception& e) {
     throw ProtocolError(std::string("malformed task: ") + e.what());
   }
-  auto invoker = reinterpret_cast<Invoker>(const_cast<void*>(resolve_code(ref)));
+  auto invoker = reinterpret_cast<Invoker>(const_cast<void*>(resolve_code(ref, type_fingerprint<Invoker>())));
   invoker(in, result);
 }
 

@@ -16,7 +16,9 @@ namespace mproc::detail {
 
 /// Where a function lives: the module (a hash of its build-id), the offset from the module's
 /// base (so ASLR does not matter), and a tag (HMAC with the program's key) that proves a process
-/// of this program wrote it. A receiver calls nothing that fails any of these checks.
+/// of this program wrote it. The tag also covers the kind of pointer (the fingerprint of its
+/// type), so a valid identity cannot be replayed where a function of another signature or role
+/// is expected. A receiver calls nothing that fails any of these checks.
 struct CodeRef {
   std::uint64_t module = 0;
   std::uint64_t offset = 0;
@@ -27,10 +29,10 @@ struct CodeRef {
   }
 };
 
-CodeRef code_ref(const void* code);
+CodeRef code_ref(const void* code, std::uint64_t kind = 0);
 /// Throws FunctionIdentityError unless ref names executable code of a module loaded here and its
-/// tag verifies with this program's key.
-const void* resolve_code(const CodeRef& ref);
+/// tag verifies with this program's key for this kind.
+const void* resolve_code(const CodeRef& ref, std::uint64_t kind = 0);
 
 template <class F>
 constexpr bool is_function_pointer = std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;
@@ -67,7 +69,7 @@ void load_value(InArchive& ar, T& v) {
 template <class F>
 void save_target(OutArchive& ar, const F& f) {
   if constexpr (is_function_pointer<F>)
-    ar(code_ref(reinterpret_cast<const void*>(f)));
+    ar(code_ref(reinterpret_cast<const void*>(f), type_fingerprint<F>()));
   else if constexpr (!is_stateless_callable<F>)
     ar(f);
 }
@@ -77,7 +79,7 @@ F load_target(InArchive& ar) {
   if constexpr (is_function_pointer<F>) {
     CodeRef ref;
     ar(ref);
-    return reinterpret_cast<F>(const_cast<void*>(resolve_code(ref)));
+    return reinterpret_cast<F>(const_cast<void*>(resolve_code(ref, type_fingerprint<F>())));
   } else if constexpr (is_stateless_callable<F>) {
     return F{};
   } else {
@@ -126,7 +128,7 @@ Task make_task(F f, Args... args) {
   Task t;
   t.call = [bound] { std::apply([](F& fn, Args&... a) { std::invoke(fn, a...); }, *bound); };
   t.save = [bound](OutArchive& ar) {
-    ar(code_ref(reinterpret_cast<const void*>(&invoke_thunk<F, Args...>)));
+    ar(code_ref(reinterpret_cast<const void*>(&invoke_thunk<F, Args...>), type_fingerprint<Invoker>()));
     std::apply(
         [&](const F& fn, const Args&... a) {
           save_target(ar, fn);

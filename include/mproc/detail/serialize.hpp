@@ -87,12 +87,16 @@ template <class T>
 void CEREAL_SAVE_FUNCTION_NAME(OutArchive& ar, const cereal::SizeTag<T>& t) {
   ar(t.size);
 }
-// Every element takes at least one byte on the wire (bar empty types), so a count larger than
-// the bytes left is a lie: refuse it before a container allocates for it.
+/// Counts up to this many pass even with no bytes left: elements of empty types take none.
+constexpr std::uint64_t kFreeElements = 4096;
+
+// Other elements take at least one byte on the wire, so a count much larger than the bytes left
+// is a lie: refuse it before a container allocates for it.
 template <class T>
 void CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, cereal::SizeTag<T>& t) {
   ar(t.size);
-  if (static_cast<std::uint64_t>(t.size) > ar.left()) throw_bad_length(static_cast<std::uint64_t>(t.size), ar.left());
+  auto n = static_cast<std::uint64_t>(t.size);
+  if (n > ar.left() && n > kFreeElements) throw_bad_length(n, ar.left());
 }
 template <class T>
 void CEREAL_SAVE_FUNCTION_NAME(OutArchive& ar, const cereal::BinaryData<T>& bd) {
