@@ -38,7 +38,12 @@ std::string demangle(const char* name) {
 }
 }  // namespace
 
-void capture_throw_stacks(bool on) { g_capture.store(on, std::memory_order_relaxed); }
+void throw_hook_anchor() noexcept;
+
+void capture_throw_stacks(bool on) {
+  throw_hook_anchor();
+  g_capture.store(on, std::memory_order_relaxed);
+}
 
 ExceptionReport report_current_exception() {
   ExceptionReport r;

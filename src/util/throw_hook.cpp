@@ -8,7 +8,11 @@
 
 namespace mproc::detail {
 void capture_stack_at_throw(void* obj) noexcept;
-}
+// Referenced from stacktrace.cpp so that this object is always linked: from a static library the
+// linker would otherwise take __cxa_throw from whichever shared library it met first (the
+// sanitizer runtimes define it too) and leave the hook out.
+void throw_hook_anchor() noexcept {}
+}  // namespace mproc::detail
 
 extern "C" [[noreturn]] void __cxa_throw(void* obj, std::type_info* type, void (*dest)(void*)) {
   using real_fn = void (*)(void*, std::type_info*, void (*)(void*));
