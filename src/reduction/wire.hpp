@@ -5,6 +5,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
+
+#include "mproc/detail/serialize.hpp"
+#include "mproc/errors.hpp"
 
 namespace mproc::detail {
 
@@ -29,5 +33,24 @@ inline void write_header(void* at, std::uint64_t type, std::uint64_t length) {
 
 /// Throws ProtocolError naming what is wrong: not a frame, unknown version, or a length over max.
 FrameHeader parse_header(const void* bytes, std::size_t max_length);
+
+/// One whole frame holding obj (for messages that travel in one piece, such as a start-up message).
+template <class T>
+std::string encode_frame(const T& obj) {
+  std::string frame(kFrameHeaderSize, '\0');
+  encode(frame, obj);
+  write_header(frame.data(), type_fingerprint<T>(), frame.size() - kFrameHeaderSize);
+  return frame;
+}
+
+/// The T in a whole frame; ProtocolError when the bytes are not exactly one frame holding a T.
+template <class T>
+T decode_frame(const std::string& frame) {
+  if (frame.size() < kFrameHeaderSize) throw ProtocolError("message is shorter than a frame header");
+  FrameHeader h = parse_header(frame.data(), frame.size() - kFrameHeaderSize);
+  if (h.type != type_fingerprint<T>() || h.length != frame.size() - kFrameHeaderSize)
+    throw ProtocolError("message is not one frame holding " + std::string(type_name<T>()));
+  return decode<T>(frame.data() + kFrameHeaderSize, frame.size() - kFrameHeaderSize);
+}
 
 }  // namespace mproc::detail

@@ -130,9 +130,7 @@ void start_server(Client& c) {
   msg.parent_pid = ::getpid();
   msg.parent_name = state().name;
   msg.nfds = 2;
-  std::string frame(kFrameHeaderSize, '\0');
-  encode(frame, msg);
-  write_header(frame.data(), type_fingerprint<StartupMessage>(), frame.size() - kFrameHeaderSize);
+  std::string frame = encode_frame(msg);
   os::Fd memfd = os::memfd_with("mproc-forkserver", frame.data(), frame.size());
   int pid = spawn_self(kForkserverMarker, memfd.get(), {listener.get(), alive_r.get()});
   c.address = name;
@@ -399,9 +397,7 @@ void forkserver_stop() noexcept {
 void forkserver_main(const std::string& framed, int listener, int alive) {
   StartupMessage msg;
   try {
-    auto h = parse_header(framed.data(), framed.size());
-    if (h.type != type_fingerprint<StartupMessage>()) throw ProtocolError("not a start-up message");
-    msg = decode<StartupMessage>(framed.data() + kFrameHeaderSize, framed.size() - kFrameHeaderSize);
+    msg = decode_frame<StartupMessage>(framed);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "mproc: fork server cannot start: %s\n", e.what());
     ::_exit(255);

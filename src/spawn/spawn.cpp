@@ -20,10 +20,6 @@
 extern char** environ;
 
 namespace mproc::detail {
-namespace {
-constexpr std::size_t kMaxMessage = std::size_t{1} << 30;
-}
-
 std::string make_startup_message(ProcessImpl& p, Method m, std::vector<int>& fds) {
   StartupMessage msg;
   msg.authkey = authkey();
@@ -42,10 +38,7 @@ std::string make_startup_message(ProcessImpl& p, Method m, std::vector<int>& fds
     p.task.save(ar);
   }
   msg.nfds = static_cast<std::uint32_t>(fds.size());
-  std::string frame(kFrameHeaderSize, '\0');
-  encode(frame, msg);
-  write_header(frame.data(), type_fingerprint<StartupMessage>(), frame.size() - kFrameHeaderSize);
-  return frame;
+  return encode_frame(msg);
 }
 
 void die_with_parent(bool daemon, int expected_parent) {
@@ -75,11 +68,7 @@ void bootstrap(const std::function<void()>& run) {
 [[noreturn]] void child_main(const std::string& framed, std::vector<int> fds, int real_parent, int first_fd) {
   StartupMessage msg;
   try {
-    if (framed.size() < kFrameHeaderSize) throw ProtocolError("start-up message is shorter than a frame header");
-    auto h = parse_header(framed.data(), kMaxMessage);
-    if (h.type != type_fingerprint<StartupMessage>() || h.length != framed.size() - kFrameHeaderSize)
-      throw ProtocolError("start-up message has the wrong type or length (is this binary the parent's?)");
-    msg = decode<StartupMessage>(framed.data() + kFrameHeaderSize, framed.size() - kFrameHeaderSize);
+    msg = decode_frame<StartupMessage>(framed);
     if (first_fd >= 0)
       for (std::uint32_t i = 0; i < msg.nfds && msg.nfds <= 1024; ++i) fds.push_back(first_fd + static_cast<int>(i));
     if (msg.nfds != fds.size()) throw ProtocolError("start-up message names another number of descriptors");
