@@ -1,0 +1,46 @@
+// RAII for shared mappings: an anonymous memfd (shared with children by descriptor under every
+// start method) mapped MAP_SHARED.
+#pragma once
+
+#include <cstddef>
+#include <utility>
+
+#include "os/fd.hpp"
+
+namespace mproc::os {
+
+/// A move-only MAP_SHARED mapping; munmap in the destructor.
+class Mapping {
+ public:
+  Mapping() noexcept = default;
+  /// Maps size bytes of fd read-write and shared. Throws std::system_error.
+  Mapping(int fd, std::size_t size);
+  Mapping(Mapping&& o) noexcept : addr_(std::exchange(o.addr_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+  Mapping& operator=(Mapping&& o) noexcept {
+    if (this != &o) {
+      reset();
+      addr_ = std::exchange(o.addr_, nullptr);
+      size_ = std::exchange(o.size_, 0);
+    }
+    return *this;
+  }
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() { reset(); }
+
+  void* data() const noexcept { return addr_; }
+  std::size_t size() const noexcept { return size_; }
+  explicit operator bool() const noexcept { return addr_ != nullptr; }
+  void reset() noexcept;
+
+ private:
+  void* addr_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+/// A new anonymous memfd of size bytes (zero-filled), close-on-exec.
+Fd memfd_of_size(const char* name, std::size_t size);
+/// The size of the file behind fd (fstat).
+std::size_t file_size(int fd);
+
+}  // namespace mproc::os
