@@ -48,6 +48,28 @@ class EOFError : public Error {
   using Error::Error;
 };
 
+/// Python: ValueError. An argument out of range (a negative Semaphore value, a Barrier of no
+/// parties), or a semaphore released more times than it was acquired (BoundedSemaphore).
+class ValueError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Python: RuntimeError, as threading raises it for lock misuse: releasing a lock the calling
+/// thread does not hold, wait() or notify() on a Condition whose lock it does not hold, or a
+/// blocking acquire() of a Lock it already holds (which would never return).
+class RuntimeError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Python: threading.BrokenBarrierError. The Barrier was aborted, reset while this party
+/// waited, timed out, its action threw, or a party died while waiting at it.
+class BrokenBarrierError : public RuntimeError {
+ public:
+  using RuntimeError::RuntimeError;
+};
+
 /// Bytes on a channel are not a well-formed mproc frame (bad magic, truncated, over the size
 /// limit, or a payload that does not decode). The connection is unusable afterwards.
 class ProtocolError : public Error {

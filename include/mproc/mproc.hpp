@@ -6,3 +6,5 @@
 #include "mproc/errors.hpp"
 #include "mproc/init.hpp"
 #include "mproc/process.hpp"
+#include "mproc/sharedctypes.hpp"
+#include "mproc/synchronize.hpp"
