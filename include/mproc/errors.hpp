@@ -36,6 +36,24 @@ class TimeoutError : public ProcessError {
   using ProcessError::ProcessError;
 };
 
+/// Python: FileExistsError. Creating a named object (a SharedMemory segment) whose name is taken.
+class FileExistsError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Python: FileNotFoundError. Attaching to or unlinking a named object that does not exist.
+class FileNotFoundError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Python: IndexError. An index out of range (ShareableList).
+class IndexError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// Python: multiprocessing.AuthenticationError. A peer did not prove it holds the authkey.
 class AuthenticationError : public ProcessError {
  public:
