@@ -8,6 +8,7 @@
 #include "mproc/errors.hpp"
 #include "popen/popen.hpp"
 #include "process_state.hpp"
+#include "resource_tracker/resource_tracker.hpp"
 #include "spawn/forkserver.hpp"
 #include "util/auth.hpp"
 
@@ -46,6 +47,7 @@ void reset_state_in_child(const std::string& name, std::vector<int> identity, bo
   fresh->parent_name = std::move(parent_name);
   g_state = fresh;  // the parent's children are not ours to join
   forkserver_reset_in_child();
+  resource_tracker_reset_in_child();
 }
 
 void exit_function() noexcept {

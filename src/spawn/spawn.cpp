@@ -32,6 +32,7 @@ std::string make_startup_message(ProcessImpl& p, Method m, std::vector<int>& fds
   auto fs = forkserver_endpoint();
   msg.forkserver_address = fs.address;
   msg.forkserver_pid = fs.pid;
+  msg.resource_tracker = resource_tracker_endpoint();
   {
     FdExportScope scope(fds);
     OutArchive ar(msg.task);
@@ -81,6 +82,7 @@ void bootstrap(const std::function<void()>& run) {
   set_authkey(msg.authkey);
   reset_state_in_child(msg.name, msg.identity, msg.daemon, msg.parent_pid, msg.parent_name);
   adopt_forkserver_endpoint({msg.forkserver_address, msg.forkserver_pid});
+  adopt_resource_tracker_endpoint(std::move(msg.resource_tracker));
   capture_throw_stacks(true);
   bootstrap([&] {
     FdImportScope scope(fds);

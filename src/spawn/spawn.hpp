@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "process_state.hpp"
+#include "resource_tracker/resource_tracker.hpp"
 
 namespace mproc::detail {
 
@@ -29,12 +30,13 @@ struct StartupMessage {
   std::int32_t start_method = 0;
   std::string forkserver_address;  // so that nested children reuse the program's fork server
   std::int32_t forkserver_pid = 0;
+  ResourceTrackerEndpoint resource_tracker;  // so that children register with the program's tracker
   std::uint32_t nfds = 0;
   std::string task;  // Task::save output
   template <class A>
   void serialize(A& a) {
-    a(authkey, name, identity, daemon, parent_pid, parent_name, start_method, forkserver_address, forkserver_pid, nfds,
-      task);
+    a(authkey, name, identity, daemon, parent_pid, parent_name, start_method, forkserver_address, forkserver_pid,
+      resource_tracker, nfds, task);
   }
 };
 

@@ -1,5 +1,6 @@
 #include "support/leak_check.hpp"
 
+#include "resource_tracker/resource_tracker.hpp"
 #include "spawn/forkserver.hpp"
 
 #include <dirent.h>
@@ -53,21 +54,26 @@ class LeakCheck : public ::testing::EmptyTestEventListener {
 
   void OnTestEnd(const ::testing::TestInfo&) override {
     ::alarm(0);
+    // The fork server and the resource tracker belong to the program, not to a test: a test may
+    // start (or restart) either.
+    auto programs = [] {
+      return std::set<int>{mproc::detail::forkserver_endpoint().pid, mproc::detail::resource_tracker_endpoint().pid};
+    };
     // A child that was killed may need a moment to be reaped by whoever waits for it.
     std::set<int> kids;
     for (int i = 0; i < 200; ++i) {
       kids = child_pids();
       bool extra = false;
-      for (int k : kids) extra = extra || (!kids_.count(k) && k != mproc::detail::forkserver_endpoint().pid);
+      for (int k : kids) extra = extra || (!kids_.count(k) && !programs().count(k));
       if (!extra) break;
       ::usleep(10000);
     }
-    // The fork server belongs to the program, not to a test: it may be restarted by one.
-    const int server = mproc::detail::forkserver_endpoint().pid;
+    const std::set<int> servers = programs();
     std::set<std::string> server_fds;
     for (int fd : mproc::detail::forkserver_client_fds()) server_fds.insert(std::to_string(fd));
+    for (int fd : mproc::detail::resource_tracker_client_fds()) server_fds.insert(std::to_string(fd));
     for (int k : kids)
-      if (!kids_.count(k) && k != server) ADD_FAILURE() << "leak check: child process " << k << " is still alive after the test";
+      if (!kids_.count(k) && !servers.count(k)) ADD_FAILURE() << "leak check: child process " << k << " is still alive after the test";
     for (const auto& fd : open_fds())
       if (!fds_.count(fd) && !server_fds.count(fd)) ADD_FAILURE() << "leak check: descriptor " << describe_fd(fd) << " left open by the test";
     for (const auto& s : shm_entries())
