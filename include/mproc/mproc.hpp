@@ -6,5 +6,6 @@
 #include "mproc/errors.hpp"
 #include "mproc/init.hpp"
 #include "mproc/process.hpp"
+#include "mproc/shared_memory.hpp"
 #include "mproc/sharedctypes.hpp"
 #include "mproc/synchronize.hpp"
