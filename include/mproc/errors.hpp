@@ -109,4 +109,53 @@ class FunctionIdentityError : public ProtocolError {
   using ProtocolError::ProtocolError;
 };
 
+/// An exception thrown by a task in a worker, carried back to the caller (Python: the exception
+/// re-raised with a multiprocessing.pool.RemoteTraceback as its cause). what() reads like
+/// Python's print: the remote type and message, then the worker's stack.
+class RemoteError : public Error {
+ public:
+  RemoteError(std::string type, std::string message, std::string worker, int pid, std::string stack);
+  /// The remote exception's type, demangled ("std::runtime_error", "int", ...).
+  const std::string& type() const noexcept { return type_; }
+  /// The remote what(), empty when the exception was not a std::exception.
+  const std::string& message() const noexcept { return message_; }
+  /// The worker's name and pid.
+  const std::string& worker() const noexcept { return worker_; }
+  int pid() const noexcept { return pid_; }
+  /// Where it was thrown, innermost frame first, symbolised; empty when unknown.
+  const std::string& stack() const noexcept { return stack_; }
+
+ private:
+  std::string type_, message_, worker_;
+  int pid_;
+  std::string stack_;
+};
+
+/// The worker running a task died (a signal, abort, exit, a null dereference). The pool replaced
+/// it; the other tasks were not affected.
+class WorkerCrashed : public Error {
+ public:
+  WorkerCrashed(const std::string& what, int pid, int exitcode, std::size_t first_item, std::size_t item_count)
+      : Error(what), pid_(pid), exitcode_(exitcode), first_item_(first_item), item_count_(item_count) {}
+  int pid() const noexcept { return pid_; }
+  /// Python-style: the exit status, or -N when killed by signal N.
+  int exitcode() const noexcept { return exitcode_; }
+  /// The signal that killed the worker, or 0 when it exited.
+  int signal() const noexcept { return exitcode_ < 0 ? -exitcode_ : 0; }
+  /// The input items of the failed task: [first_item, first_item + item_count).
+  std::size_t first_item() const noexcept { return first_item_; }
+  std::size_t item_count() const noexcept { return item_count_; }
+
+ private:
+  int pid_, exitcode_;
+  std::size_t first_item_, item_count_;
+};
+
+/// Python: concurrent.futures.process.BrokenProcessPool. Only the executor's compatibility mode
+/// breaks the whole pool on a worker's death; by default just the task fails (WorkerCrashed).
+class BrokenProcessPool : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace mproc

@@ -1,0 +1,212 @@
+// The engine under Pool and ProcessPoolExecutor: chunks of work, the jobs they belong to, and
+// the chunk codecs the worker side runs. Not API.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <ranges>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "mproc/connection.hpp"
+#include "mproc/context.hpp"
+#include "mproc/detail/callable.hpp"
+#include "mproc/errors.hpp"
+
+namespace mproc::detail {
+
+// ---------------------------------------------------------------------------------------------
+// Jobs and chunks (parent side)
+
+/// What a chunk of work reports to. Called on the pool's handler thread, one call at a time.
+class JobBase {
+ public:
+  virtual ~JobBase() = default;
+  /// The encoded result of chunk `index`. May throw (a malformed result): the chunk then fails.
+  virtual void chunk_done(std::size_t index, const std::byte* data, std::size_t n) = 0;
+  virtual void chunk_failed(std::size_t index, std::exception_ptr error) = 0;
+};
+
+/// Bytes on the wire to a worker: [id: 8][kind: 1][task written by a thunk].
+constexpr std::size_t kChunkHeader = 9;
+enum class ChunkKind : std::uint8_t { task = 1, init = 2, stop = 3 };
+
+struct Chunk {
+  std::shared_ptr<JobBase> job;  // null for the initializer
+  std::size_t index = 0;
+  std::size_t first_item = 0;  // for error reports: which input items this chunk holds
+  std::size_t item_count = 1;
+  std::string bytes;  // header space + payload
+  int attempts = 0;
+};
+
+/// A chunk whose payload is written by save; the header is filled in at dispatch.
+Chunk make_chunk(std::shared_ptr<JobBase> job, std::size_t index, std::size_t first, std::size_t count,
+                 const std::function<void(OutArchive&)>& save);
+
+struct PoolConfig {
+  int processes = 1;
+  std::optional<Context> context;
+  std::optional<Task> initializer;
+  int maxtasksperchild = 0;
+  double task_timeout = 0;  // seconds; 0: none
+  int max_retries = 0;
+  bool break_on_crash = false;  // the executor's compatibility mode: a crash breaks the pool
+};
+
+class PoolCore {
+ public:
+  explicit PoolCore(PoolConfig config);
+  ~PoolCore();
+  PoolCore(const PoolCore&) = delete;
+  PoolCore& operator=(const PoolCore&) = delete;
+
+  /// Queues chunks; throws mproc::Error once closed or terminated (or BrokenProcessPool).
+  void submit(std::vector<Chunk> chunks);
+  /// Removes the job's chunks that no worker has started; true when any were removed.
+  bool cancel(const JobBase* job);
+  void close();
+  /// Stops the workers now; every pending chunk fails.
+  void terminate(int signal = 15);
+  /// Waits for the handler and the workers to end (after close or terminate).
+  void join();
+  int processes() const noexcept;
+  std::vector<int> worker_pids() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// The function a pool worker runs.
+void pool_worker_main(Connection conn, std::int64_t maxtasks);
+
+// ---------------------------------------------------------------------------------------------
+// Results (shared between the handler thread and the caller)
+
+template <class R>
+using stored_t = std::conditional_t<std::is_void_v<R>, std::monostate, R>;
+
+template <class R>
+struct ResultState {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::optional<stored_t<R>> value;
+  std::exception_ptr error;
+  std::function<void(const stored_t<R>&)> callback;
+  std::function<void(std::exception_ptr)> error_callback;
+  std::vector<std::function<void()>> done_callbacks;
+
+  void finish(std::optional<stored_t<R>> v, std::exception_ptr e) {
+    std::vector<std::function<void()>> todo;
+    {
+      std::lock_guard lock(mu);
+      if (done) return;  // a map's first error wins
+      value = std::move(v);
+      error = e;
+      done = true;
+      todo.swap(done_callbacks);
+    }
+    cv.notify_all();
+    run_callbacks(todo);
+  }
+
+  void run_callbacks(std::vector<std::function<void()>>& todo) {
+    try {
+      if (error && error_callback) error_callback(error);
+      if (!error && callback) callback(*value);
+      for (auto& f : todo) f();
+    } catch (const std::exception& ex) {  // a callback must not take the pool's handler down
+      report_callback_error(ex.what());
+    } catch (...) {
+      report_callback_error("unknown exception");
+    }
+  }
+
+  static void report_callback_error(const char* what);
+};
+
+void print_callback_error(const char* what);
+template <class R>
+void ResultState<R>::report_callback_error(const char* what) {
+  print_callback_error(what);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Chunk codecs: a count, then the items (one memcpy for plain types).
+
+template <class T>
+constexpr bool is_bulk = (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) || is_memcpy_type<T>;
+
+template <class T>
+void save_items(OutArchive& ar, const std::vector<T>& items, std::size_t first, std::size_t count) {
+  ar(static_cast<std::uint64_t>(count));
+  if constexpr (is_bulk<T>) {
+    ar.saveBinary(items.data() + first, count * sizeof(T));
+  } else {
+    for (std::size_t i = first; i < first + count; ++i) save_value(ar, static_cast<const T&>(items[i]));
+  }
+}
+
+/// Reads a count and checks it (against the expected one, or the bytes left).
+std::uint64_t load_count(InArchive& ar, std::optional<std::uint64_t> expected);
+
+template <class T>
+void load_items(InArchive& ar, std::vector<T>& out, std::size_t first, std::size_t count) {
+  if constexpr (is_bulk<T>) {
+    ar.loadBinary(out.data() + first, count * sizeof(T));
+  } else {
+    for (std::size_t i = first; i < first + count; ++i) {
+      T v{};
+      load_value(ar, v);
+      out[i] = std::move(v);
+    }
+  }
+}
+
+template <bool Star, class F, class T>
+decltype(auto) call_item(F& f, T& item) {
+  if constexpr (Star)
+    return std::apply(f, item);
+  else
+    return std::invoke(f, item);
+}
+
+template <bool Star, class F, class T>
+using item_result_t = decltype(call_item<Star>(std::declval<F&>(), std::declval<T&>()));
+
+/// What f returns for an item of In (a tuple's elements as arguments when Star).
+template <bool Star, class F, class In>
+using map_result_t = std::decay_t<item_result_t<Star, std::decay_t<F>, std::ranges::range_value_t<In>>>;
+
+/// Worker side of a map chunk: target, items in, results out.
+template <class F, class T, bool Star>
+void map_chunk_thunk(InArchive& in, std::string* out) {
+  using R = std::decay_t<item_result_t<Star, F, T>>;
+  F f{};
+  std::vector<T> items;
+  try {
+    f = load_target<F>(in);
+    auto n = load_count(in, std::nullopt);
+    items.resize(n);
+    load_items(in, items, 0, n);
+  } catch (const cereal::Exception& e) {
+    throw_decode_failed("a map chunk", e.what());
+  }
+  if (in.left() != 0) throw_trailing_bytes(in.left(), "a map chunk");
+  std::vector<R> results;
+  results.reserve(items.size());
+  for (auto& x : items) results.push_back(call_item<Star>(f, x));
+  OutArchive ar(*out);
+  save_items(ar, results, 0, results.size());
+}
+
+}  // namespace mproc::detail

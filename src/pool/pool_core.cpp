@@ -1,0 +1,515 @@
+// The pool engine: workers with one connection each, a handler thread that dispatches chunks,
+// reads results, and replaces workers that die. One connection per worker is what lets a crash
+// fail exactly the task that worker held (Python's shared queues cannot tell, so Pool.map hangs).
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <thread>
+
+#include "mproc/detail/pool_core.hpp"
+#include "mproc/process.hpp"
+#include "os/fd.hpp"
+#include "util/stacktrace.hpp"
+
+namespace mproc::detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t kDepth = 2;  // chunks in flight per worker: one running, one waiting
+
+struct RemoteInfo {
+  std::string type, what, worker, stack;
+  std::int32_t pid = 0;
+  template <class A>
+  void serialize(A& a) {
+    a(type, what, worker, stack, pid);
+  }
+};
+
+std::string method_title(const std::optional<Context>& ctx) {
+  std::string m = ctx ? ctx->get_start_method() : get_start_method();
+  if (m == "fork") return "ForkPoolWorker";
+  if (m == "spawn") return "SpawnPoolWorker";
+  return "ForkServerPoolWorker";
+}
+
+}  // namespace
+
+Chunk make_chunk(std::shared_ptr<JobBase> job, std::size_t index, std::size_t first, std::size_t count,
+                 const std::function<void(OutArchive&)>& save) {
+  Chunk c;
+  c.job = std::move(job);
+  c.index = index;
+  c.first_item = first;
+  c.item_count = count;
+  c.bytes.assign(kChunkHeader, '\0');
+  c.bytes[8] = static_cast<char>(ChunkKind::task);
+  OutArchive ar(c.bytes);
+  save(ar);
+  return c;
+}
+
+std::uint64_t load_count(InArchive& ar, std::optional<std::uint64_t> expected) {
+  std::uint64_t n = 0;
+  ar(n);
+  if (expected && n != *expected)
+    throw ProtocolError("a chunk holds " + std::to_string(n) + " items where " + std::to_string(*expected) + " were sent");
+  if (!expected && n > ar.left() && n > kFreeElements) throw_bad_length(n, ar.left());
+  return n;
+}
+
+void print_callback_error(const char* what) {
+  std::fprintf(stderr, "mproc: a result callback threw: %s\n", what);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Worker side
+
+void pool_worker_main(Connection conn, std::int64_t maxtasks) {
+  ::signal(SIGINT, SIG_IGN);  // Ctrl-C is for the program; it stops the pool
+  std::int64_t done = 0;
+  for (;;) {
+    std::vector<std::byte> msg;
+    try {
+      msg = conn.recv_bytes();
+    } catch (const EOFError&) {
+      return;  // the pool closed our connection, or the parent is gone
+    }
+    if (msg.size() < kChunkHeader) throw ProtocolError("a pool message shorter than its header");
+    auto kind = static_cast<ChunkKind>(msg[8]);
+    if (kind == ChunkKind::stop) return;
+    std::string reply(kChunkHeader, '\0');
+    std::memcpy(reply.data(), msg.data(), 8);
+    try {
+      run_saved_task(msg.data() + kChunkHeader, msg.size() - kChunkHeader, &reply);
+      reply[8] = 1;
+    } catch (...) {
+      auto report = report_current_exception();
+      reply.resize(kChunkHeader);
+      reply[8] = 0;
+      encode(reply, RemoteInfo{report.type, report.what, current_process().name(), report.stack, ::getpid()});
+    }
+    conn.send_bytes(reply);
+    if (kind == ChunkKind::init && reply[8] == 0) return;  // a worker without its initializer is no worker
+    if (kind == ChunkKind::task && maxtasks > 0 && ++done >= maxtasks) return;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent side
+
+struct PoolCore::Impl {
+  struct Worker {
+    Process proc;
+    Connection conn;
+    std::deque<Chunk> inflight;
+    std::int64_t sent = 0;
+    Clock::time_point running_since;  // of inflight.front()
+    bool timed_out = false;
+  };
+
+  PoolConfig cfg;
+  std::mutex mu;  // guards queue, closed, terminating, broken
+  std::deque<Chunk> queue;
+  bool closed = false;
+  bool terminating = false;
+  int terminate_signal = SIGTERM;
+  std::exception_ptr broken;  // initializer failed (or a crash in break_on_crash mode)
+  os::Fd wake;
+  std::vector<std::unique_ptr<Worker>> workers;  // the handler thread's after the constructor
+  std::atomic<int> live_workers{0};
+  std::vector<int> pids;  // snapshot for worker_pids(), under mu
+  std::thread handler;
+  std::uint64_t next_id = 1;
+  int worker_counter = 0;
+  std::string title;
+
+  void notify() {
+    std::uint64_t one = 1;
+    (void)!::write(wake.get(), &one, sizeof one);
+  }
+
+  void start_worker() {
+    auto [parent_end, child_end] = Pipe();
+    auto w = std::make_unique<Worker>(Worker{
+        Process(ProcessOptions{.name = title + "-" + std::to_string(++worker_counter), .daemon = true, .context = cfg.context},
+                pool_worker_main, child_end, static_cast<std::int64_t>(cfg.maxtasksperchild)),
+        parent_end,
+        {},
+        0,
+        {},
+        false});
+    w->proc.start();
+    child_end.close();
+    if (cfg.initializer) {
+      Chunk init;
+      init.bytes.assign(kChunkHeader, '\0');
+      init.bytes[8] = static_cast<char>(ChunkKind::init);
+      OutArchive ar(init.bytes);
+      cfg.initializer->save(ar);
+      send(*w, std::move(init));
+    }
+    workers.push_back(std::move(w));
+  }
+
+  void send(Worker& w, Chunk c) {
+    std::uint64_t id = next_id++;
+    std::memcpy(c.bytes.data(), &id, 8);
+    if (w.inflight.empty()) w.running_since = Clock::now();
+    w.conn.send_bytes(c.bytes);  // EOFError: the worker died; its EOF is handled when read
+    if (c.job) ++w.sent;
+    w.inflight.push_back(std::move(c));
+  }
+
+  bool accepts(const Worker& w) const {
+    return w.inflight.size() < kDepth && !w.timed_out && (cfg.maxtasksperchild == 0 || w.sent < cfg.maxtasksperchild);
+  }
+
+  void fail(Chunk& c, std::exception_ptr e) {
+    if (!c.job) return;
+    try {
+      c.job->chunk_failed(c.index, e);
+    } catch (...) {
+    }
+  }
+
+  void handle_reply(Worker& w, const std::vector<std::byte>& msg) {
+    if (msg.size() < kChunkHeader || w.inflight.empty() || std::memcmp(msg.data(), w.inflight.front().bytes.data(), 8) != 0)
+      throw ProtocolError("a pool worker answered a task it was not given");
+    Chunk c = std::move(w.inflight.front());
+    w.inflight.pop_front();
+    w.running_since = Clock::now();
+    const std::byte* data = msg.data() + kChunkHeader;
+    std::size_t n = msg.size() - kChunkHeader;
+    if (msg[8] == std::byte{1}) {
+      if (!c.job) return;  // the initializer ran
+      try {
+        c.job->chunk_done(c.index, data, n);
+      } catch (...) {
+        fail(c, std::current_exception());
+      }
+      return;
+    }
+    std::exception_ptr e;
+    try {
+      auto info = decode<RemoteInfo>(data, n);
+      e = std::make_exception_ptr(RemoteError(info.type, info.what, info.worker, info.pid, info.stack));
+    } catch (...) {
+      e = std::current_exception();
+    }
+    if (!c.job) {
+      set_broken(e, "the pool's initializer failed");
+      return;
+    }
+    fail(c, e);
+  }
+
+  void set_broken(std::exception_ptr e, const char*) {
+    std::deque<Chunk> pending;
+    {
+      std::lock_guard lock(mu);
+      if (!broken) broken = e;
+      pending.swap(queue);
+    }
+    for (auto& c : pending) fail(c, e);
+  }
+
+  void handle_exit(std::size_t i) {
+    Worker& w = *workers[i];
+    w.proc.join();
+    int code = w.proc.exitcode().value_or(255);
+    int pid = w.proc.pid().value_or(0);
+    std::deque<Chunk> held;
+    held.swap(w.inflight);
+    bool timed_out = w.timed_out;
+    workers.erase(workers.begin() + static_cast<std::ptrdiff_t>(i));
+    --live_workers;
+    if (held.empty()) return;  // retired after maxtasksperchild, or stopped
+    std::exception_ptr already_broken;
+    {
+      std::lock_guard lock(mu);
+      already_broken = broken;
+    }
+    if (already_broken) {  // e.g. its initializer failed: what it held fails for that reason
+      for (auto& c : held) fail(c, already_broken);
+      return;
+    }
+    Chunk running = std::move(held.front());
+    held.pop_front();
+    std::deque<Chunk> requeue;
+    if (!running.job) {
+      set_broken(std::make_exception_ptr(WorkerCrashed(
+                     "the pool's initializer killed worker " + std::to_string(pid) + " (exit code " + std::to_string(code) + ")",
+                     pid, code, 0, 0)),
+                 "initializer crashed");
+    } else if (timed_out) {
+      fail(running, std::make_exception_ptr(TimeoutError(
+                        "the task ran longer than task_timeout; worker " + std::to_string(pid) + " was killed and replaced")));
+    } else if (running.attempts < cfg.max_retries) {
+      ++running.attempts;
+      requeue.push_back(std::move(running));
+    } else {
+      std::string how = code < 0 ? "killed by signal " + std::to_string(-code) : "exited with code " + std::to_string(code);
+      auto e = std::make_exception_ptr(WorkerCrashed(
+          "worker " + std::to_string(pid) + " " + how + " while running items [" + std::to_string(running.first_item) + ", " +
+              std::to_string(running.first_item + running.item_count) + ")",
+          pid, code, running.first_item, running.item_count));
+      if (cfg.break_on_crash) {
+        fail(running, std::make_exception_ptr(BrokenProcessPool(
+                          "a worker of the pool died (" + how + "); the pool is broken (compatibility mode)")));
+        set_broken(std::make_exception_ptr(BrokenProcessPool("a worker of the pool died (" + how + "); the pool is broken")),
+                   "crash");
+      } else {
+        fail(running, e);
+      }
+    }
+    for (auto& c : held) requeue.push_back(std::move(c));  // not started: they run elsewhere
+    std::lock_guard lock(mu);
+    if (broken) {
+      for (auto& c : requeue) fail(c, broken);
+      return;
+    }
+    for (auto it = requeue.rbegin(); it != requeue.rend(); ++it) queue.push_front(std::move(*it));
+  }
+
+  void run() {
+    for (;;) {
+      bool stop, stopping_now;
+      {
+        std::lock_guard lock(mu);
+        stopping_now = terminating;
+        bool idle = queue.empty() && std::all_of(workers.begin(), workers.end(), [](auto& w) { return w->inflight.empty(); });
+        stop = terminating || (closed && idle);
+      }
+      if (stop) break;
+      maintain();
+      dispatch();
+      wait_and_read();
+      (void)stopping_now;
+    }
+    shutdown();
+  }
+
+  void maintain() {
+    {
+      std::lock_guard lock(mu);
+      if (broken || terminating) return;
+    }
+    while (static_cast<int>(workers.size()) < cfg.processes) {
+      try {
+        start_worker();
+        ++live_workers;
+      } catch (...) {
+        set_broken(std::current_exception(), "cannot start a worker");
+        return;
+      }
+    }
+    update_pids();
+  }
+
+  void update_pids() {
+    std::vector<int> p;
+    for (auto& w : workers) p.push_back(w->proc.pid().value_or(0));
+    std::lock_guard lock(mu);
+    pids = std::move(p);
+  }
+
+  void dispatch() {
+    for (auto& w : workers) {
+      while (accepts(*w)) {
+        Chunk c;
+        {
+          std::lock_guard lock(mu);
+          if (queue.empty()) return;
+          c = std::move(queue.front());
+          queue.pop_front();
+        }
+        try {
+          send(*w, std::move(c));
+        } catch (const EOFError&) {
+          break;  // this worker is gone; the chunk is in its inflight list and is requeued on EOF
+        }
+      }
+    }
+  }
+
+  void wait_and_read() {
+    std::vector<pollfd> p;
+    p.push_back({wake.get(), POLLIN, 0});
+    for (auto& w : workers) p.push_back({w->conn.fileno(), POLLIN, 0});
+    int timeout_ms = -1;
+    if (cfg.task_timeout > 0) {
+      auto now = Clock::now();
+      for (auto& w : workers) {
+        if (w->inflight.empty() || !w->inflight.front().job || w->timed_out) continue;
+        auto deadline = w->running_since + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.task_timeout));
+        auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1;
+        if (ms <= 0) {
+          w->timed_out = true;
+          w->proc.kill();
+          continue;
+        }
+        timeout_ms = timeout_ms < 0 ? static_cast<int>(ms) : std::min(timeout_ms, static_cast<int>(ms));
+      }
+    }
+    if (os::retry([&] { return ::poll(p.data(), p.size(), timeout_ms); }) < 0) os::throw_errno("poll in the pool");
+    if (p[0].revents) {
+      std::uint64_t v;
+      (void)!::read(wake.get(), &v, sizeof v);
+    }
+    // Read every worker that has something; collect the dead ones, then remove them.
+    std::vector<std::size_t> dead;
+    for (std::size_t i = 0; i < workers.size(); ++i) {
+      if (!p[i + 1].revents) continue;
+      Worker& w = *workers[i];
+      try {
+        do {
+          handle_reply(w, w.conn.recv_bytes());
+        } while (w.conn.poll(seconds(0)));
+      } catch (const EOFError&) {
+        dead.push_back(i);
+      } catch (const std::exception&) {  // garbage from a worker: it cannot be trusted further
+        w.proc.kill();
+        dead.push_back(i);
+      }
+    }
+    for (auto it = dead.rbegin(); it != dead.rend(); ++it) handle_exit(*it);
+    if (!dead.empty()) update_pids();
+  }
+
+  void shutdown() {
+    bool kill_now;
+    int sig;
+    {
+      std::lock_guard lock(mu);
+      kill_now = terminating;
+      sig = terminate_signal;
+    }
+    for (auto& w : workers) {
+      if (kill_now) {
+        try {
+          if (sig == SIGKILL) w->proc.kill(); else w->proc.terminate();
+        } catch (...) {
+        }
+      }
+      // An explicit stop, not just EOF: under fork a worker holds copies of the other workers'
+      // connections (even of its own parent end), so EOF alone may never come.
+      try {
+        const char stop[kChunkHeader] = {0, 0, 0, 0, 0, 0, 0, 0, static_cast<char>(ChunkKind::stop)};
+        if (!kill_now) w->conn.send_bytes(std::string_view(stop, sizeof stop));
+      } catch (...) {
+      }
+      w->conn.close();
+    }
+    for (auto& w : workers) {
+      try {
+        w->proc.join();
+      } catch (...) {
+      }
+    }
+    auto e = std::make_exception_ptr(Error("the pool was terminated before the task finished"));
+    for (auto& w : workers)
+      for (auto& c : w->inflight) fail(c, e);
+    workers.clear();
+    live_workers = 0;
+    std::deque<Chunk> pending;
+    {
+      std::lock_guard lock(mu);
+      pending.swap(queue);
+      pids.clear();
+    }
+    for (auto& c : pending) fail(c, e);
+  }
+};
+
+PoolCore::PoolCore(PoolConfig config) : impl_(std::make_unique<Impl>()) {
+  auto& m = *impl_;
+  m.cfg = std::move(config);
+  if (m.cfg.processes < 1) throw std::invalid_argument("mproc: a pool needs at least one process");
+  m.title = method_title(m.cfg.context);
+  m.wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!m.wake) os::throw_errno("eventfd for the pool");
+  // The first workers start here, on the caller's thread (as Python does), before the handler
+  // thread exists: a fork then happens in a process with no thread of ours.
+  m.maintain();
+  {
+    std::lock_guard lock(m.mu);
+    if (m.broken) {
+      auto e = m.broken;
+      m.shutdown();
+      std::rethrow_exception(e);
+    }
+  }
+  m.handler = std::thread([this] { impl_->run(); });
+}
+
+PoolCore::~PoolCore() {
+  terminate();
+  join();
+}
+
+void PoolCore::submit(std::vector<Chunk> chunks) {
+  auto& m = *impl_;
+  {
+    std::lock_guard lock(m.mu);
+    if (m.broken) std::rethrow_exception(m.broken);
+    if (m.closed || m.terminating) throw Error("the pool is closed: no new tasks");
+    for (auto& c : chunks) m.queue.push_back(std::move(c));
+  }
+  m.notify();
+}
+
+bool PoolCore::cancel(const JobBase* job) {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  auto before = m.queue.size();
+  std::erase_if(m.queue, [&](const Chunk& c) { return c.job.get() == job; });
+  return m.queue.size() != before;
+}
+
+void PoolCore::close() {
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->closed = true;
+  }
+  impl_->notify();
+}
+
+void PoolCore::terminate(int signal) {
+  {
+    std::lock_guard lock(impl_->mu);
+    impl_->closed = true;
+    impl_->terminating = true;
+    impl_->terminate_signal = signal;
+  }
+  impl_->notify();
+}
+
+void PoolCore::join() {
+  {
+    std::lock_guard lock(impl_->mu);
+    if (!impl_->closed) throw Error("join() needs close() or terminate() first");
+  }
+  if (impl_->handler.joinable()) {
+    if (impl_->handler.get_id() == std::this_thread::get_id())
+      throw Error("join() from a result callback would wait for itself");
+    impl_->handler.join();
+  }
+}
+
+int PoolCore::processes() const noexcept { return impl_->cfg.processes; }
+
+std::vector<int> PoolCore::worker_pids() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->pids;
+}
+
+}  // namespace mproc::detail

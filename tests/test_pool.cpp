@@ -1,0 +1,269 @@
+// Pool under every start method: results, errors that come back, workers that die, options.
+#include <gtest/gtest.h>
+#include <mproc/mproc.hpp>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <numeric>
+#include <ranges>
+#include <set>
+#include <string>
+
+namespace {
+
+using namespace std::chrono_literals;
+
+class PoolTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  mproc::PoolOptions opts(int n = 2) const { return {.processes = n, .context = mproc::get_context(GetParam())}; }
+};
+
+int square(int x) { return x * x; }
+std::string label(int x) { return "item " + std::to_string(x); }
+int add(int a, int b) { return a + b; }
+void nothing() {}
+int throw_on_three(int x) {
+  if (x == 3) throw std::invalid_argument("three is not allowed");
+  return x;
+}
+int throw_int(int) { throw 42; }
+int die(int x) {
+  if (x == 5) ::raise(SIGKILL);
+  return x;
+}
+int exit_on_five(int x) {
+  if (x == 5) ::_exit(7);
+  return x;
+}
+int my_pid(int) { return ::getpid(); }
+int sleep_ms(int ms) {
+  ::usleep(static_cast<useconds_t>(ms) * 1000);
+  return ms;
+}
+
+int g_initialized = 0;  // set by the initializer, in the worker only
+void init_worker(int v) { g_initialized = v; }
+int read_initialized(int) { return g_initialized; }
+void failing_init() { throw std::runtime_error("cannot load plugins"); }
+
+TEST_P(PoolTest, MapReturnsResultsInInputOrder) {
+  mproc::Pool sut(opts());
+  std::vector<int> in(1000);
+  std::iota(in.begin(), in.end(), 0);
+  std::vector<int> expected;
+  for (int x : in) expected.push_back(x * x);
+  EXPECT_EQ(sut.map(square, in), expected);
+  EXPECT_EQ(sut.map(square, in, 1), expected);
+  EXPECT_EQ(sut.map(square, in, 7), expected);
+  EXPECT_EQ(sut.map(square, in, 5000), expected);
+}
+
+TEST_P(PoolTest, MapTakesAnyRangeAndNonTrivialTypes) {
+  mproc::Pool sut(opts());
+  auto out = sut.map(label, std::views::iota(0, 5));
+  EXPECT_EQ(out, (std::vector<std::string>{"item 0", "item 1", "item 2", "item 3", "item 4"}));
+  auto lens = sut.map([](std::string s) { return s.size(); }, std::vector<std::string>{"a", "bb", ""});
+  EXPECT_EQ(lens, (std::vector<std::size_t>{1, 2, 0}));
+}
+
+TEST_P(PoolTest, MapOfEmptyInputIsEmpty) {
+  mproc::Pool sut(opts());
+  EXPECT_TRUE(sut.map(square, std::vector<int>{}).empty());
+}
+
+TEST_P(PoolTest, StarmapUnpacksTuples) {
+  mproc::Pool sut(opts());
+  std::vector<std::tuple<int, int>> in{{1, 2}, {3, 4}, {5, 6}};
+  EXPECT_EQ(sut.starmap(add, in), (std::vector<int>{3, 7, 11}));
+}
+
+TEST_P(PoolTest, ApplyReturnsTheResultAndApplyAsyncCallsBack) {
+  mproc::Pool sut(opts());
+  EXPECT_EQ(sut.apply(add, 2, 3), 5);
+  sut.apply(nothing);
+  std::atomic<int> got{0};
+  auto r = sut.apply_async(mproc::Callbacks<int>{.callback = [&](const int& v) { got = v; }}, square, 9);
+  EXPECT_EQ(r.get(10s), 81);
+  EXPECT_TRUE(r.ready());
+  EXPECT_TRUE(r.successful());
+  for (int i = 0; i < 100 && got != 81; ++i) std::this_thread::sleep_for(10ms);  // callback runs after get() may return
+  EXPECT_EQ(got, 81);
+}
+
+TEST_P(PoolTest, ImapYieldsInOrderAndImapUnorderedYieldsEverything) {
+  mproc::Pool sut(opts());
+  std::vector<int> ordered;
+  for (int r : sut.imap(square, std::views::iota(0, 50), 3)) ordered.push_back(r);
+  std::vector<int> expected;
+  for (int i = 0; i < 50; ++i) expected.push_back(i * i);
+  EXPECT_EQ(ordered, expected);
+  std::multiset<int> unordered;
+  for (int r : sut.imap_unordered(square, std::views::iota(0, 50))) unordered.insert(r);
+  EXPECT_EQ(unordered, std::multiset<int>(expected.begin(), expected.end()));
+}
+
+TEST_P(PoolTest, ImapReadsAnEndlessInputLazily) {
+  mproc::Pool sut(opts());
+  auto it = sut.imap(square, std::views::iota(0), 1, 4);  // endless: only a window is ever read
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(it.next(10s), i * i);
+}
+
+TEST_P(PoolTest, ExceptionComesBackAsRemoteErrorAndThePoolStaysUsable) {
+  mproc::Pool sut(opts());
+  try {
+    sut.map(throw_on_three, std::views::iota(0, 10), 1);
+    FAIL() << "no exception";
+  } catch (const mproc::RemoteError& e) {
+    EXPECT_EQ(e.type(), "std::invalid_argument");
+    EXPECT_EQ(e.message(), "three is not allowed");
+    EXPECT_NE(e.worker().find("PoolWorker-"), std::string::npos) << e.worker();
+    EXPECT_GT(e.pid(), 0);
+    EXPECT_NE(e.stack().find("throw_on_three"), std::string::npos) << e.stack();
+    EXPECT_NE(std::string(e.what()).find("std::invalid_argument: three is not allowed"), std::string::npos);
+  }
+  EXPECT_EQ(sut.apply(square, 4), 16);
+}
+
+TEST_P(PoolTest, AnExceptionNotDerivedFromStdExceptionComesBackToo) {
+  mproc::Pool sut(opts(1));
+  try {
+    sut.apply(throw_int, 1);
+    FAIL() << "no exception";
+  } catch (const mproc::RemoteError& e) {
+    EXPECT_EQ(e.type(), "int");
+  }
+}
+
+TEST_P(PoolTest, AKilledWorkerFailsOnlyItsTaskAndIsReplaced) {
+  mproc::Pool sut(opts());
+  std::vector<mproc::AsyncResult<int>> results;
+  for (int i = 0; i < 10; ++i) results.push_back(sut.apply_async(die, i));
+  for (int i = 0; i < 10; ++i) {
+    if (i == 5) {
+      try {
+        results[i].get(30s);
+        FAIL() << "no exception for the killed task";
+      } catch (const mproc::WorkerCrashed& e) {
+        EXPECT_EQ(e.signal(), SIGKILL);
+        EXPECT_EQ(e.exitcode(), -SIGKILL);
+        EXPECT_GT(e.pid(), 0);
+      }
+    } else {
+      EXPECT_EQ(results[i].get(30s), i);
+    }
+  }
+  EXPECT_EQ(sut.map(square, std::vector<int>{1, 2, 3}), (std::vector<int>{1, 4, 9}));
+  EXPECT_EQ(sut.worker_pids().size(), 2u);
+}
+
+TEST_P(PoolTest, MapWithAWorkerThatExitsThrowsWorkerCrashedInsteadOfHanging) {
+  mproc::Pool sut(opts());
+  try {
+    sut.map(exit_on_five, std::views::iota(0, 10), 2);
+    FAIL() << "no exception";
+  } catch (const mproc::WorkerCrashed& e) {
+    EXPECT_EQ(e.exitcode(), 7);
+    EXPECT_EQ(e.first_item(), 4u);
+    EXPECT_EQ(e.item_count(), 2u);
+  }
+  EXPECT_EQ(sut.apply(square, 3), 9);
+}
+
+TEST_P(PoolTest, MaxTasksPerChildReplacesWorkers) {
+  mproc::Pool sut({.processes = 1, .maxtasksperchild = 2, .context = mproc::get_context(GetParam())});
+  std::set<int> pids;
+  for (int i = 0; i < 6; ++i) pids.insert(sut.apply(my_pid, i));
+  EXPECT_EQ(pids.size(), 3u);
+}
+
+TEST_P(PoolTest, InitializerRunsInEveryWorkerBeforeItsTasks) {
+  mproc::Pool sut({.processes = 2, .initializer = mproc::call(init_worker, 17), .context = mproc::get_context(GetParam())});
+  EXPECT_EQ(sut.map(read_initialized, std::views::iota(0, 8), 1), std::vector<int>(8, 17));
+  EXPECT_EQ(g_initialized, 0) << "the initializer ran in the parent";
+}
+
+TEST_P(PoolTest, AFailingInitializerFailsTheTasksInsteadOfRespawningForever) {
+  mproc::Pool sut({.processes = 2, .initializer = failing_init, .context = mproc::get_context(GetParam())});
+  try {
+    sut.apply(square, 2);
+    FAIL() << "no exception";
+  } catch (const mproc::RemoteError& e) {
+    EXPECT_EQ(e.message(), "cannot load plugins");
+  } catch (const mproc::Error& e) {
+    FAIL() << e.what();
+  }
+}
+
+TEST_P(PoolTest, GetWithTimeoutThrowsTimeoutError) {
+  mproc::Pool sut(opts(1));
+  auto r = sut.apply_async(sleep_ms, 300);
+  EXPECT_THROW(r.get(10ms), mproc::TimeoutError);
+  EXPECT_FALSE(r.ready());
+  EXPECT_THROW(r.successful(), mproc::Error);
+  EXPECT_EQ(r.get(30s), 300);
+}
+
+TEST_P(PoolTest, TaskTimeoutKillsTheTaskNotThePool) {
+  mproc::Pool sut({.processes = 1, .context = mproc::get_context(GetParam()), .task_timeout = 200ms});
+  auto slow = sut.apply_async(sleep_ms, 100000);
+  auto next = sut.apply_async(square, 6);
+  EXPECT_THROW(slow.get(30s), mproc::TimeoutError);
+  EXPECT_EQ(next.get(30s), 36);
+}
+
+TEST_P(PoolTest, MaxRetriesRunsACrashedTaskAgain) {
+  char path[] = "/tmp/mproc-retry-XXXXXX";
+  int fd = ::mkstemp(path);
+  ASSERT_GE(fd, 0);
+  ::close(fd);
+  ::unlink(path);
+  mproc::Pool sut({.processes = 1, .context = mproc::get_context(GetParam()), .max_retries = 1});
+  auto r = sut.apply(
+      [](std::string p) {
+        if (FILE* f = std::fopen(p.c_str(), "r")) {  // second attempt: the first left a mark
+          std::fclose(f);
+          return 1;
+        }
+        std::fclose(std::fopen(p.c_str(), "w"));
+        ::raise(SIGKILL);
+        return 0;
+      },
+      std::string(path));
+  ::unlink(path);
+  EXPECT_EQ(r, 1);
+}
+
+TEST_P(PoolTest, TerminateFailsUnfinishedResultsAndLeavesNoWorker) {
+  auto sut = std::make_unique<mproc::Pool>(opts());
+  auto slow = sut->apply_async(sleep_ms, 100000);
+  auto queued = sut->map_async(sleep_ms, std::vector<int>(10, 100000));
+  sut->terminate();
+  sut->join();
+  EXPECT_THROW(slow.get(10s), mproc::Error);
+  EXPECT_THROW(queued.get(10s), mproc::Error);
+  EXPECT_TRUE(sut->worker_pids().empty());
+}
+
+TEST_P(PoolTest, DestructorWithTasksPendingDoesNotHang) {
+  auto sut = std::make_unique<mproc::Pool>(opts());
+  auto r = sut->map_async(sleep_ms, std::vector<int>(20, 100000));
+  sut.reset();
+  EXPECT_THROW(r.get(10s), mproc::Error);
+}
+
+TEST_P(PoolTest, CloseThenJoinFinishesQueuedWorkAndRefusesMore) {
+  mproc::Pool sut(opts());
+  auto r = sut.map_async(square, std::views::iota(0, 20), 1);
+  sut.close();
+  EXPECT_THROW(sut.apply(square, 1), mproc::Error);
+  sut.join();
+  EXPECT_EQ(r.get(0s).size(), 20u);
+}
+
+INSTANTIATE_TEST_SUITE_P(StartMethods, PoolTest, ::testing::Values("fork", "spawn", "forkserver"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
