@@ -158,4 +158,10 @@ class BrokenProcessPool : public Error {
   using Error::Error;
 };
 
+/// Python: concurrent.futures.CancelledError. The future was cancelled before it ran.
+class CancelledError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace mproc

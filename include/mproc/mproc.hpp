@@ -4,6 +4,7 @@
 #include "mproc/connection.hpp"
 #include "mproc/context.hpp"
 #include "mproc/errors.hpp"
+#include "mproc/executor.hpp"
 #include "mproc/init.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"

@@ -241,6 +241,8 @@ class Pool {
   auto imap_impl(F&& f, In&& items, std::size_t chunksize, std::optional<std::size_t> buffersize);
 
   std::size_t default_chunksize(std::size_t n) const;
+  explicit Pool(std::shared_ptr<detail::PoolCore> core) : core_(std::move(core)) {}
+  friend class ProcessPoolExecutor;
   std::shared_ptr<detail::PoolCore> core_;
 };
 

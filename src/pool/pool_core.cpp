@@ -475,6 +475,15 @@ bool PoolCore::cancel(const JobBase* job) {
   return m.queue.size() != before;
 }
 
+void PoolCore::cancel_all(std::exception_ptr error) {
+  std::deque<Chunk> pending;
+  {
+    std::lock_guard lock(impl_->mu);
+    pending.swap(impl_->queue);
+  }
+  for (auto& c : pending) impl_->fail(c, error);
+}
+
 void PoolCore::close() {
   {
     std::lock_guard lock(impl_->mu);

@@ -72,6 +72,8 @@ class PoolCore {
   void submit(std::vector<Chunk> chunks);
   /// Removes the job's chunks that no worker has started; true when any were removed.
   bool cancel(const JobBase* job);
+  /// Fails every chunk that no worker has started with error.
+  void cancel_all(std::exception_ptr error);
   void close();
   /// Stops the workers now; every pending chunk fails.
   void terminate(int signal = 15);
