@@ -61,6 +61,20 @@ TEST_P(PoolTest, MapReturnsResultsInInputOrder) {
   EXPECT_EQ(sut.map(square, in, 5000), expected);
 }
 
+TEST_P(PoolTest, MapWithChunksLargerThanSocketBuffersCompletes) {
+  // Megabyte chunks each way: sends and results larger than any socket buffer must not wedge
+  // the handler against a worker writing its result.
+  mproc::Pool sut(opts());
+  std::vector<int> in(2'000'000);
+  std::iota(in.begin(), in.end(), 0);
+  auto out = sut.map([](int x) { return static_cast<long>(x) * 3; }, in);
+  ASSERT_EQ(out.size(), in.size());
+  EXPECT_EQ(out.front(), 0);
+  EXPECT_EQ(out.back(), 3L * 1'999'999);
+  auto strings = sut.map([](int x) { return std::string(300'000, static_cast<char>('a' + x)); }, std::views::iota(0, 8), 2);
+  EXPECT_EQ(strings[7], std::string(300'000, 'h'));
+}
+
 TEST_P(PoolTest, MapTakesAnyRangeAndNonTrivialTypes) {
   mproc::Pool sut(opts());
   auto out = sut.map(label, std::views::iota(0, 5));

@@ -24,6 +24,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 constexpr std::size_t kDepth = 2;  // chunks in flight per worker: one running, one waiting
+// A chunk waits in the socket behind a running one only when it surely fits in the socket's
+// buffer: a larger send would block the handler until that worker finishes, while the worker
+// may itself be blocked sending a large result the handler is not reading. Only an idle worker
+// (reading, not writing) gets a large chunk.
+constexpr std::size_t kPipelineMax = 64 * 1024;
 
 struct RemoteInfo {
   std::string type, what, worker, stack;
@@ -329,6 +334,7 @@ struct PoolCore::Impl {
         {
           std::lock_guard lock(mu);
           if (queue.empty()) return;
+          if (!w->inflight.empty() && queue.front().bytes.size() > kPipelineMax) break;
           c = std::move(queue.front());
           queue.pop_front();
         }
