@@ -46,8 +46,10 @@ void SharedData::load_data(InArchive& ar, bool array, std::size_t elem_size, std
   if (h.elem_size != elem_size || h.type != type)
     throw_bad_block(std::string("the ") + what + " holds elements of another type");
   if (!array && h.count != 1) throw_bad_block("a Value of " + std::to_string(h.count) + " elements");
-  if (h.data_offset != data_offset_for(elem_align)) throw_bad_block(std::string("the ") + what + "'s data is misplaced");
-  if (h.count > std::numeric_limits<std::size_t>::max()) throw_bad_block("an Array too large for this process");
+  if (h.count > std::numeric_limits<std::size_t>::max() / (elem_size ? elem_size : 1))
+    throw_bad_block(std::string("the ") + what + "'s element count does not fit in memory");
+  if (h.data_offset != data_offset_for(static_cast<std::size_t>(h.count) * elem_size, elem_align))
+    throw_bad_block(std::string("the ") + what + "'s data is misplaced");
   std::size_t needed = 0;
   try {
     needed = block_size_for(data_spec(array, static_cast<std::size_t>(h.count), elem_size, elem_align, type, false));

@@ -40,11 +40,9 @@ MutexHandle::MutexHandle(bool recursive)
 MutexHandle::MutexHandle(std::shared_ptr<Block> block, bool recursive)
     : block_(std::move(block)), m_(block_->at<MutexState>(kMutexOffset)), recursive_(recursive) {}
 
-bool MutexHandle::acquire(bool block, std::optional<seconds> timeout) const {
-  return mutex_acquire(*m_, recursive_, block, block ? deadline_of(timeout) : os::Deadline::never(), what());
+bool MutexHandle::acquire_slow(bool block, std::optional<seconds> timeout) const {
+  return mutex_acquire_slow(*m_, recursive_, block, block ? deadline_of(timeout) : os::Deadline::never(), what());
 }
-
-void MutexHandle::release() const { mutex_release(*m_, recursive_, what()); }
 
 bool MutexHandle::locked() const { return mutex_locked(*m_); }
 

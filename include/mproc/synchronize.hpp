@@ -18,6 +18,7 @@
 #include <optional>
 
 #include "mproc/connection.hpp"  // mproc::seconds
+#include "mproc/detail/mutex_state.hpp"
 #include "mproc/detail/serialize.hpp"
 #include "mproc/errors.hpp"
 
@@ -27,7 +28,6 @@ class Condition;
 
 namespace detail {
 struct Block;
-struct MutexState;
 struct SemaphoreState;
 struct ConditionState;
 struct EventState;
@@ -39,9 +39,11 @@ class MutexHandle {
  public:
   /// Python: acquire(block=True, timeout=None). True when the lock was taken: at once when
   /// block is false, within timeout otherwise (std::nullopt: wait as long as it takes).
-  bool acquire(bool block = true, std::optional<seconds> timeout = std::nullopt) const;
+  bool acquire(bool block = true, std::optional<seconds> timeout = std::nullopt) const {
+    return mutex_try_fast(*m_) || acquire_slow(block, timeout);
+  }
   /// Python: release(). Throws RuntimeError when the calling thread does not hold the lock.
-  void release() const;
+  void release() const { mutex_release(*m_, recursive_, what()); }
   /// Python 3.14: locked(). Whether some thread holds the lock now. A lock whose holder died is
   /// not locked: the next acquire takes it (and reports owner_died()).
   bool locked() const;
@@ -67,6 +69,7 @@ class MutexHandle {
   MutexHandle() = default;
   explicit MutexHandle(bool recursive);
   MutexHandle(std::shared_ptr<Block> block, bool recursive);
+  bool acquire_slow(bool block, std::optional<seconds> timeout) const;
   void save_handle(OutArchive& ar) const;
   void load_handle(InArchive& ar, bool lock_ok, bool rlock_ok);
   const char* what() const noexcept { return recursive_ ? "RLock" : "Lock"; }

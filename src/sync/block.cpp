@@ -42,12 +42,13 @@ std::size_t align_up(std::size_t n, std::size_t a) noexcept { return (n + a - 1)
 // Bytes needed by spec, or 0 on overflow.
 std::size_t needed_bytes(const BlockSpec& spec) noexcept {
   bool data = spec.kind == BlockKind::value || spec.kind == BlockKind::array;
-  std::size_t start = data ? data_offset_for(spec.elem_align) : kStateOffset;
+  std::size_t start = kStateOffset;
   std::size_t state = spec.state_size;
   if (data) {
-    if (spec.elem_size != 0 && spec.count > (std::numeric_limits<std::size_t>::max() - kPage - start) / spec.elem_size)
-      return 0;
+    constexpr std::size_t kLimit = std::numeric_limits<std::size_t>::max() - 2 * kPage;
+    if (spec.elem_size != 0 && spec.count > kLimit / spec.elem_size) return 0;
     state = static_cast<std::size_t>(spec.count) * spec.elem_size;
+    start = data_offset_for(state, spec.elem_align);
   }
   if (state > std::numeric_limits<std::size_t>::max() - kPage - start) return 0;
   return start + state;
@@ -55,8 +56,9 @@ std::size_t needed_bytes(const BlockSpec& spec) noexcept {
 
 }  // namespace
 
-std::size_t data_offset_for(std::size_t elem_align) noexcept {
-  // Elements start on their own cache line after the mutex (when the alignment asks for less).
+std::size_t data_offset_for(std::size_t bytes, std::size_t elem_align) noexcept {
+  std::size_t after_mutex = align_up(kMutexOffset + sizeof(MutexState), elem_align);
+  if (elem_align <= 64 && bytes <= kStateOffset - kMutexOffset && after_mutex + bytes <= kStateOffset) return after_mutex;
   return align_up(kStateOffset, elem_align > 64 ? elem_align : 64);
 }
 
@@ -82,7 +84,9 @@ std::shared_ptr<Block> create_block(const BlockSpec& spec) {
   h.elem_size = spec.elem_size;
   h.count = spec.count;
   h.type = spec.type;
-  h.data_offset = spec.kind == BlockKind::value || spec.kind == BlockKind::array ? data_offset_for(spec.elem_align) : 0;
+  h.data_offset = spec.kind == BlockKind::value || spec.kind == BlockKind::array
+                      ? data_offset_for(static_cast<std::size_t>(spec.count) * spec.elem_size, spec.elem_align)
+                      : 0;
   if (spec.mutex) mutex_init(*b->at<MutexState>(kMutexOffset));
   return b;
 }

@@ -76,8 +76,10 @@ struct BlockSpec {
 /// A new zero-filled block with its header written and its mutex (if any) initialised.
 std::shared_ptr<Block> create_block(const BlockSpec& spec);
 
-/// Where the elements of a Value / Array block start.
-std::size_t data_offset_for(std::size_t elem_align) noexcept;
+/// Where the elements of a Value / Array block start: right after the mutex when they fit in
+/// the rest of its cache line (a small Value under its lock then costs one line, not two),
+/// else on a line of their own.
+std::size_t data_offset_for(std::size_t bytes, std::size_t elem_align) noexcept;
 /// The size of the block for spec, rounded to whole pages; throws ValueError when it overflows.
 std::size_t block_size_for(const BlockSpec& spec);
 

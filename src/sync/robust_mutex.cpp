@@ -1,116 +1,124 @@
 #include "sync/robust_mutex.hpp"
 
-#include <linux/futex.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <string>
-#include <system_error>
 
 #include "mproc/errors.hpp"
+#include "os/fd.hpp"
 
 namespace mproc::detail {
+
+constinit thread_local ThreadIdentity t_self = {0, 0};
+
 namespace {
 
-// gettid() is a system call; the lock's fast path asks for it on every acquire. A fork child
-// inherits the parent's thread-local copy, so the atfork handler clears it there (mproc's fork
-// and fork server both go through fork(), which runs the handlers).
-thread_local pid_t t_tid = 0;
+// How long a waiter sleeps before it looks closely at an owner that does not release: briefly
+// the first time (an acquirer that finds a dead owner's lock learns it within about 1 ms), then
+// every 50 ms.
+constexpr double kFirstCheck = 0.001;
+constexpr double kCheckPeriod = 0.05;
 
-void forget_tid_in_child() noexcept { t_tid = 0; }
+void forget_identity_in_child() noexcept { t_self = {0, 0}; }
 
-[[noreturn]] void throw_pthread(int err, const char* op, const char* what) {
-  throw std::system_error(err, std::system_category(), std::string(op) + " on a " + what);
+// Reads the state letter and the start time (field 22, clock ticks since boot) from a
+// /proc/.../stat file. False when it cannot be read (the thread is gone, or no /proc).
+bool read_stat(const char* path, char& state, std::uint64_t& start) noexcept {
+  int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[1024];
+  ssize_t n = os::retry([&] { return ::read(fd, buf, sizeof buf - 1); });
+  ::close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char* p = std::strrchr(buf, ')');  // the command name may hold anything, even ')'
+  if (!p || p[1] != ' ' || p[2] == '\0') return false;
+  p += 2;  // field 3, the state
+  state = *p;
+  for (int field = 3; field < 22; ++field) {
+    p = std::strchr(p, ' ');
+    if (!p) return false;
+    ++p;
+  }
+  start = std::strtoull(p, nullptr, 10);
+  return true;
 }
 
-// The tid in the futex word of a robust mutex: the kernel writes the owner's tid there, and
-// clears it (leaving FUTEX_OWNER_DIED) when the owner dies. Our own `owner` field alone could
-// claim a dead owner's lock for a new thread that happens to reuse its tid.
-pid_t futex_owner(const MutexState& m) noexcept {
-#ifdef __GLIBC__
-  auto word = std::atomic_ref<int>(const_cast<int&>(m.mutex.__data.__lock)).load(std::memory_order_relaxed);
-  return static_cast<pid_t>(static_cast<unsigned>(word) & FUTEX_TID_MASK);
-#else
-  return m.owner.load(std::memory_order_relaxed);
-#endif
+// The thread no longer exists: certain (a thread that exited, a process that was reaped).
+bool owner_gone(std::uint32_t tid) noexcept { return ::kill(static_cast<pid_t>(tid), 0) == -1 && errno == ESRCH; }
+
+// A closer look: gone, a zombie (killed, not yet reaped), or a new thread that reused the tid.
+bool owner_dead(const MutexState& m, std::uint32_t tid) noexcept {
+  if (owner_gone(tid)) return true;
+  char path[48];
+  std::snprintf(path, sizeof path, "/proc/%u/stat", tid);
+  char state = '?';
+  std::uint64_t start = 0;
+  if (!read_stat(path, state, start)) return owner_gone(tid);  // it exited meanwhile, or no /proc
+  if (state == 'Z' || state == 'X' || state == 'x') return true;
+  std::uint64_t id = m.owner_id.load(std::memory_order_relaxed);
+  auto recorded = static_cast<std::uint32_t>(id);
+  // The owner records its identity just after taking the word: only compare a record that
+  // belongs to this tid, and that has a start time (0: /proc was not readable for the owner).
+  return (id >> 32) == tid && recorded != 0 && recorded != static_cast<std::uint32_t>(start);
 }
 
-void check(int err, const char* op) {
-  if (err != 0) throw std::system_error(err, std::system_category(), op);
+bool took(MutexState& m, const ThreadIdentity& me, bool owner_died) noexcept {
+  m.owner_id.store(me.id, std::memory_order_relaxed);
+  m.depth = 1;
+  m.owner_died = owner_died ? 1 : 0;
+  return true;
+}
+
+// Takes the word over from a dead owner: only if it still holds exactly what we saw.
+bool take_over(MutexState& m, std::uint32_t seen, const ThreadIdentity& me) noexcept {
+  return m.word.compare_exchange_strong(seen, me.tid | (seen & kWaiters), std::memory_order_acquire,
+                                        std::memory_order_relaxed) &&
+         took(m, me, true);
 }
 
 }  // namespace
 
-pid_t current_tid() noexcept {
-  if (t_tid == 0) [[unlikely]] {
-    static const bool registered = (::pthread_atfork(nullptr, nullptr, forget_tid_in_child), true);
-    (void)registered;
-    t_tid = ::gettid();
-  }
-  return t_tid;
+const ThreadIdentity& cache_identity() noexcept {
+  static const bool registered = (::pthread_atfork(nullptr, nullptr, forget_identity_in_child), true);
+  (void)registered;
+  auto tid = static_cast<std::uint32_t>(::gettid());
+  char state = '?';
+  std::uint64_t start = 0;
+  read_stat("/proc/thread-self/stat", state, start);  // stays 0 without /proc: no tid-reuse check then
+  t_self = {tid, static_cast<std::uint64_t>(tid) << 32 | static_cast<std::uint32_t>(start)};
+  return t_self;
 }
 
-void mutex_init(MutexState& m) {
-  pthread_mutexattr_t attr;
-  check(::pthread_mutexattr_init(&attr), "pthread_mutexattr_init");
-  check(::pthread_mutexattr_setpshared(&attr, PTHREAD_PROCESS_SHARED), "pthread_mutexattr_setpshared");
-  check(::pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST), "pthread_mutexattr_setrobust");
-  // ERRORCHECK: unlock by a thread that does not hold it fails instead of corrupting the lock
-  // (recursion is counted by us, in depth).
-  check(::pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK), "pthread_mutexattr_settype");
-  int err = ::pthread_mutex_init(&m.mutex, &attr);
-  ::pthread_mutexattr_destroy(&attr);
-  check(err, "pthread_mutex_init");
-  m.owner.store(0, std::memory_order_relaxed);
+void mutex_init(MutexState& m) noexcept {
+  m.word.store(0, std::memory_order_relaxed);
   m.depth = 0;
   m.owner_died = 0;
-  m.takeovers.store(0, std::memory_order_relaxed);
+  m.reserved = 0;
+  m.owner_id.store(0, std::memory_order_relaxed);
 }
 
-bool mutex_is_mine(const MutexState& m) noexcept {
-  pid_t me = current_tid();
-  return m.owner.load(std::memory_order_relaxed) == me && futex_owner(m) == me;
+bool mutex_locked(const MutexState& m) noexcept {
+  std::uint32_t owner = m.word.load(std::memory_order_relaxed) & kTidMask;
+  return owner != 0 && !owner_gone(owner);
 }
 
-bool mutex_locked(const MutexState& m) noexcept { return futex_owner(m) != 0; }
+void mutex_wake_one(MutexState& m) noexcept { os::futex_wake(m.word, 1); }
 
-namespace {
-
-// Takes the pthread mutex; returns false on timeout / busy, sets owner_died on a takeover.
-bool take(MutexState& m, bool block, const os::Deadline& deadline, bool& took_over, const char* what) {
-  int r;
-  if (!block)
-    r = ::pthread_mutex_trylock(&m.mutex);
-  else if (deadline.is_never())
-    r = ::pthread_mutex_lock(&m.mutex);
-  else
-    r = ::pthread_mutex_clocklock(&m.mutex, CLOCK_MONOTONIC, deadline.abs());
-  took_over = false;
-  switch (r) {
-    case 0: return true;
-    case EOWNERDEAD:
-      // The previous owner died holding the lock. Repair the mutex now (iceoryx's
-      // make_consistent) so that it stays usable, and tell the new holder through owner_died():
-      // it is the one who can check the data the lock protects.
-      ::pthread_mutex_consistent(&m.mutex);
-      m.takeovers.fetch_add(1, std::memory_order_relaxed);
-      took_over = true;
-      return true;
-    case EBUSY:
-    case ETIMEDOUT: return false;
-    case EDEADLK: throw RuntimeError(std::string("deadlock: the calling thread already holds this ") + what);
-    case ENOTRECOVERABLE:
-      // Only if a holder released it without making it consistent, which mproc never does.
-      throw Error(std::string("the ") + what + " is unusable: its owner died and it was never made consistent");
-    default: throw_pthread(r, "pthread_mutex_lock", what);
-  }
+void throw_not_owner(const char* what) {
+  throw RuntimeError(std::string("cannot release un-acquired ") + what + ": the calling thread does not hold it");
 }
 
-}  // namespace
-
-bool mutex_acquire(MutexState& m, bool recursive, bool block, const os::Deadline& deadline, const char* what) {
-  pid_t me = current_tid();
-  if (m.owner.load(std::memory_order_relaxed) == me && futex_owner(m) == me) {
+bool mutex_acquire_slow(MutexState& m, bool recursive, bool block, const os::Deadline& deadline, const char* what) {
+  const ThreadIdentity& me = self();
+  if (mutex_is_mine(m)) {
     if (recursive) {
       ++m.depth;
       return true;
@@ -120,26 +128,46 @@ bool mutex_acquire(MutexState& m, bool recursive, bool block, const os::Deadline
     throw RuntimeError(std::string("deadlock: the calling thread already holds this ") + what +
                        " (acquire it once, or use an RLock)");
   }
-  bool took_over = false;
-  if (!take(m, block, deadline, took_over, what)) return false;
-  m.owner.store(me, std::memory_order_relaxed);
-  m.depth = 1;
-  m.owner_died = took_over ? 1 : 0;
-  return true;
-}
-
-void mutex_release(MutexState& m, bool recursive, const char* what) {
-  if (!mutex_is_mine(m))
-    throw RuntimeError(std::string("cannot release un-acquired ") + what + ": the calling thread does not hold it");
-  if (recursive && m.depth > 1) {
-    --m.depth;
-    return;
+  bool slept = false;  // after a sleep, keep kWaiters when taking the word: others may sleep too
+  double period = kFirstCheck;
+  for (;;) {
+    std::uint32_t v = m.word.load(std::memory_order_relaxed);
+    const std::uint32_t owner = v & kTidMask;
+    if (owner == 0) {
+      if (m.word.compare_exchange_weak(v, me.tid | (v & kWaiters) | (slept ? kWaiters : 0), std::memory_order_acquire,
+                                       std::memory_order_relaxed))
+        return took(m, me, false);
+      continue;
+    }
+    if (!block) {
+      // Python's acquire(False) gets a dead owner's lock too (one system call, on failure only).
+      if (!owner_gone(owner)) return false;
+      if (take_over(m, v, me)) return true;
+      continue;
+    }
+    if (!(v & kWaiters)) {
+      if (!m.word.compare_exchange_weak(v, v | kWaiters, std::memory_order_relaxed)) continue;
+      v |= kWaiters;
+    }
+    // No liveness check before sleeping: under contention that would add a system call to
+    // every acquire that loses a race. The first sleep is short instead.
+    auto r = os::futex_wait(m.word, v, deadline.earliest(os::Deadline::after(period)));
+    slept = true;
+    if (r != os::FutexWait::timed_out) continue;
+    period = kCheckPeriod;
+    std::uint32_t now = m.word.load(std::memory_order_relaxed);
+    if ((now & kTidMask) == owner && owner_dead(m, owner)) {
+      if (take_over(m, now, me)) return true;
+      continue;
+    }
+    if (deadline.passed()) {
+      now = m.word.load(std::memory_order_relaxed);
+      return (now & kTidMask) == 0 &&
+             m.word.compare_exchange_strong(now, me.tid | now | kWaiters, std::memory_order_acquire,
+                                            std::memory_order_relaxed) &&
+             took(m, me, false);
+    }
   }
-  m.depth = 0;
-  m.owner_died = 0;
-  m.owner.store(0, std::memory_order_relaxed);
-  int r = ::pthread_mutex_unlock(&m.mutex);
-  if (r != 0) throw_pthread(r, "pthread_mutex_unlock", what);
 }
 
 MutexSaved mutex_release_all(MutexState& m) {
@@ -150,11 +178,9 @@ MutexSaved mutex_release_all(MutexState& m) {
 }
 
 void mutex_restore(MutexState& m, MutexSaved saved, const char* what) {
-  bool took_over = false;
-  take(m, true, os::Deadline::never(), took_over, what);
-  m.owner.store(current_tid(), std::memory_order_relaxed);
+  mutex_acquire(m, false, true, os::Deadline::never(), what);
   m.depth = saved.depth;
-  m.owner_died = (saved.owner_died || took_over) ? 1 : 0;
+  m.owner_died = (saved.owner_died || m.owner_died) ? 1 : 0;
 }
 
 }  // namespace mproc::detail
