@@ -24,7 +24,7 @@ struct SharedMemoryManagerImpl;
 /// Python's SharedMemory keyword arguments.
 struct SharedMemoryOptions {
   /// The segment's name, with or without the leading '/' (at most 255 characters, no other '/').
-  /// Empty with create: a fresh name "mproc_<16 hex digits>".
+  /// Empty with create: a fresh name "mproc_<pid of the program's main process>_<16 hex digits>".
   std::string name{};
   /// Create a new segment (failing with FileExistsError when the name is taken) rather than
   /// attach to an existing one.

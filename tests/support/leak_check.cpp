@@ -40,6 +40,16 @@ int timeout_seconds() {
   return static_cast<int>(60 * (mult > 0 ? mult : 1));
 }
 
+// /dev/shm is shared by every process of the machine, and other test programs (of this run under
+// ctest -j, or of another build) may create entries while this test runs. An entry is this
+// program's when its name carries this program's pid as a "_<pid>_" or final "_<pid>" part, as
+// the names mproc generates ("mproc_<pid of the program>_<random>") and the tests' own do.
+bool names_this_program(const std::string& entry) {
+  const std::string pid = "_" + std::to_string(::getpid());
+  auto at = entry.find(pid + "_");
+  return at != std::string::npos || (entry.size() > pid.size() && entry.ends_with(pid));
+}
+
 class LeakCheck : public ::testing::EmptyTestEventListener {
   std::set<std::string> fds_;
   std::set<int> kids_;
@@ -77,7 +87,7 @@ class LeakCheck : public ::testing::EmptyTestEventListener {
     for (const auto& fd : open_fds())
       if (!fds_.count(fd) && !server_fds.count(fd)) ADD_FAILURE() << "leak check: descriptor " << describe_fd(fd) << " left open by the test";
     for (const auto& s : shm_entries())
-      if (!shm_.count(s)) ADD_FAILURE() << "leak check: /dev/shm/" << s << " left behind by the test";
+      if (!shm_.count(s) && names_this_program(s)) ADD_FAILURE() << "leak check: /dev/shm/" << s << " left behind by the test";
   }
 };
 
