@@ -8,8 +8,9 @@
 //
 // Beyond Python: locks are robust. When a process (or thread) dies holding a Lock, an RLock or
 // a Condition's lock, the next acquirer gets the lock and owner_died() tells it the previous
-// owner died; nothing waits forever on a dead owner. docs/shared-state.md has the details,
-// including what happens to a Semaphore or a Barrier when a party dies.
+// owner died; nothing waits forever on a dead owner (a waiter notices within 50 ms).
+// docs/shared-state.md has the details, including what happens to a Semaphore or a Barrier when
+// a party dies.
 #pragma once
 
 #include <chrono>
@@ -44,8 +45,8 @@ class MutexHandle {
   }
   /// Python: release(). Throws RuntimeError when the calling thread does not hold the lock.
   void release() const { mutex_release(*m_, recursive_, what()); }
-  /// Python 3.14: locked(). Whether some thread holds the lock now. A lock whose holder died is
-  /// not locked: the next acquire takes it (and reports owner_died()).
+  /// Python 3.14: locked(). Whether some thread holds the lock now. A lock whose holder died
+  /// (and was reaped) is not locked: the next acquire takes it over and reports owner_died().
   bool locked() const;
   /// True while the calling thread holds the lock and took it over from an owner that died
   /// holding it: the data the lock protects may be half-updated. Cleared by the release that

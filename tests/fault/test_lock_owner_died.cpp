@@ -150,7 +150,7 @@ TEST_P(OwnerDiedTest, ProcessBlockedOnALockIsWokenWhenTheHolderDies) {
   auto waiter = ctx().Process(acquire_and_report, about_to_block, sut, child);
   waiter.start();
   ASSERT_TRUE(about_to_block.wait(30s));
-  kill_and_join(holder);  // the waiter blocks without a timeout: only the kernel's report wakes it
+  kill_and_join(holder);  // the waiter blocks without a timeout: only its check of the owner frees it
 
   auto [got, owner_died] = parent.recv<std::pair<bool, bool>>();
   EXPECT_TRUE(got);
