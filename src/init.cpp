@@ -51,6 +51,7 @@ void init(int argc, char** argv) {
   st.exe.reset(::open("/proc/self/exe", O_RDONLY | O_CLOEXEC));
   if (!st.exe) os::throw_errno("mproc::init: cannot open /proc/self/exe");
   detail::set_authkey(detail::random_bytes(32));
+  detail::prime_code_identity();
   st.initialized = true;
   std::atexit(detail::exit_function);
 }

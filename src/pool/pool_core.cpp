@@ -268,10 +268,11 @@ struct PoolCore::Impl {
               std::to_string(running.first_item + running.item_count) + ")",
           pid, code, running.first_item, running.item_count));
       if (cfg.break_on_crash) {
-        fail(running, std::make_exception_ptr(BrokenProcessPool(
-                          "a worker of the pool died (" + how + "); the pool is broken (compatibility mode)")));
-        set_broken(std::make_exception_ptr(BrokenProcessPool("a worker of the pool died (" + how + "); the pool is broken")),
-                   "crash");
+        // Broken first: whoever wakes on this future must already see a broken pool.
+        auto broken_error =
+            std::make_exception_ptr(BrokenProcessPool("a worker of the pool died (" + how + "); the pool is broken"));
+        set_broken(broken_error, "crash");
+        fail(running, broken_error);
       } else {
         fail(running, e);
       }

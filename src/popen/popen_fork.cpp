@@ -37,6 +37,7 @@ void warn_if_threaded() {
 
 std::unique_ptr<Popen> launch_fork(ProcessImpl& p) {
   warn_if_threaded();
+  prime_code_identity();  // the child must not need the loader's lock (see code_identity.cpp)
   std::fflush(nullptr);  // or buffered output would be written twice, once by each process
   int parent = ::getpid();
   pid_t pid = ::fork();

@@ -4,6 +4,7 @@
 #include <elf.h>
 #include <link.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -70,25 +71,33 @@ std::vector<Module> scan_modules() {
   return mods;
 }
 
-// Per thread, so that no lock is held across a fork() in another thread. Rescanned on a miss
-// (a library dlopen'ed since the last scan).
-thread_local std::vector<Module> t_modules;
+// One table for the process, replaced (never changed) when a lookup misses, and filled at init.
+// Scanning takes the dynamic loader's lock (dl_iterate_phdr); a child forked while another
+// thread held it (unwinding an exception does) would hang if it had to scan, so a fork child
+// must find the table already filled. Old tables are leaked: a reader may still hold one.
+std::atomic<const std::vector<Module>*> g_modules{nullptr};
+
+const std::vector<Module>& modules(bool rescan) {
+  const auto* m = g_modules.load(std::memory_order_acquire);
+  if (m && !rescan) return *m;
+  auto* fresh = new std::vector<Module>(scan_modules());
+  g_modules.store(fresh, std::memory_order_release);
+  return *fresh;
+}
 
 const Module* find_module(std::uintptr_t addr) {
   for (int pass = 0; pass < 2; ++pass) {
-    for (const auto& m : t_modules)
+    for (const auto& m : modules(pass == 1))
       for (const auto& s : m.code)
         if (addr >= s.begin && addr < s.end) return &m;
-    t_modules = scan_modules();
   }
   return nullptr;
 }
 
 const Module* find_module_by_id(std::uint64_t id) {
   for (int pass = 0; pass < 2; ++pass) {
-    for (const auto& m : t_modules)
+    for (const auto& m : modules(pass == 1))
       if (m.id == id) return &m;
-    t_modules = scan_modules();
   }
   return nullptr;
 }
@@ -122,6 +131,8 @@ struct Cache {
 thread_local Cache t_cache;
 
 }  // namespace
+
+void prime_code_identity() { (void)modules(false); }
 
 CodeRef code_ref(const void* code, std::uint64_t kind) {
   t_cache.check_generation();
