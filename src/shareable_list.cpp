@@ -113,6 +113,25 @@ void write_item(detail::ShareableListImpl& l, std::size_t i, const ShareableValu
       v);
 }
 
+// Writes the header, the slots and the items into a new segment.
+void fill(detail::ShareableListImpl& l, const std::vector<ShareableValue>& sequence, std::vector<std::uint64_t>& offset,
+          std::vector<std::uint64_t>& capacity) {
+  const std::uint64_t n = sequence.size();
+  const std::uint64_t size = l.shm.size();
+  std::byte* b = l.base();
+  detail::write_shared<std::uint64_t>(b + 8, n);
+  detail::write_shared<std::uint64_t>(b + 16, size);
+  for (std::size_t i = 0; i < n; ++i) {
+    detail::write_shared<std::uint64_t>(l.slot(i) + 8, offset[i]);
+    detail::write_shared<std::uint64_t>(l.slot(i) + 16, capacity[i]);
+  }
+  l.offset = std::move(offset);
+  l.capacity = std::move(capacity);
+  for (std::size_t i = 0; i < n; ++i) write_item(l, i, sequence[i]);
+  // Last: a process that attaches by a name it guessed sees a complete list or none.
+  detail::write_shared<std::uint32_t>(b + 4, detail::kVersion);
+  detail::write_shared<std::uint32_t>(b, detail::kMagic);
+}
 }  // namespace
 
 ShareableList::ShareableList(const std::vector<ShareableValue>& sequence, ShareableListOptions options)
@@ -129,19 +148,12 @@ ShareableList::ShareableList(const std::vector<ShareableValue>& sequence, Sharea
   }
   auto& l = *impl_;
   l.shm = SharedMemory({.name = options.name, .create = true, .size = size, .track = options.track});
-  std::byte* b = l.base();
-  detail::write_shared<std::uint64_t>(b + 8, n);
-  detail::write_shared<std::uint64_t>(b + 16, size);
-  for (std::size_t i = 0; i < n; ++i) {
-    detail::write_shared<std::uint64_t>(l.slot(i) + 8, offset[i]);
-    detail::write_shared<std::uint64_t>(l.slot(i) + 16, capacity[i]);
+  try {
+    fill(l, sequence, offset, capacity);
+  } catch (...) {  // out of memory: do not leave a half-made list behind
+    l.shm.unlink();
+    throw;
   }
-  l.offset = std::move(offset);
-  l.capacity = std::move(capacity);
-  for (std::size_t i = 0; i < n; ++i) write_item(l, i, sequence[i]);
-  // Last: a process that attaches by a name it guessed sees a complete list or none.
-  detail::write_shared<std::uint32_t>(b + 4, detail::kVersion);
-  detail::write_shared<std::uint32_t>(b, detail::kMagic);
 }
 
 ShareableList ShareableList::attach(const std::string& name) {

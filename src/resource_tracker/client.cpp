@@ -43,7 +43,17 @@ Client* make_client() {
   return c;
 }
 
-Client* g_client = make_client();  // leaked on purpose: a fork child must not destroy the parent's
+// Leaked on purpose: a fork child must not destroy the parent's. Created before main (so that a
+// fork child, whenever it is made, finds the root of its program in the copied memory), or at
+// first use if that comes earlier, from another static initialiser.
+Client* g_client = nullptr;
+
+Client& client() {
+  if (!g_client) g_client = make_client();
+  return *g_client;
+}
+
+const bool g_created_before_main = (client(), true);
 
 std::string hex(const std::uint8_t* p, std::size_t n) {
   static const char digits[] = "0123456789abcdef";
@@ -217,22 +227,22 @@ const char* resource_kind_name(ResourceKind kind) noexcept {
 }
 
 ResourceTrackerEndpoint resource_tracker_endpoint() {
-  std::lock_guard lock(g_client->mu);
-  ensure_address(*g_client);
-  return g_client->ep;
+  std::lock_guard lock(client().mu);
+  ensure_address(client());
+  return client().ep;
 }
 
 void adopt_resource_tracker_endpoint(ResourceTrackerEndpoint ep) {
   if (ep.address.empty() || ep.root_pid <= 0) return;  // a parent that knows no program: stay our own
-  std::lock_guard lock(g_client->mu);
-  g_client->conn.reset();
-  g_client->ep = std::move(ep);
-  g_client->started_here = false;
-  g_client->had_tracker = false;
+  std::lock_guard lock(client().mu);
+  client().conn.reset();
+  client().ep = std::move(ep);
+  client().started_here = false;
+  client().had_tracker = false;
 }
 
 void resource_tracker_reset_in_child() noexcept {
-  Client* old = g_client;
+  Client* old = &client();
   // The parent's descriptor is a copy here; close ours without touching its mutex, which another
   // of its threads may have held at fork.
   if (old->conn) ::close(old->conn.release());
@@ -242,22 +252,22 @@ void resource_tracker_reset_in_child() noexcept {
 }
 
 std::vector<int> resource_tracker_client_fds() {
-  std::lock_guard lock(g_client->mu);
-  if (g_client->conn) return {g_client->conn.get()};
+  std::lock_guard lock(client().mu);
+  if (client().conn) return {client().conn.get()};
   return {};
 }
 
 void resource_tracker_ensure_running() {
-  std::lock_guard lock(g_client->mu);
-  ensure_connected(*g_client);
+  std::lock_guard lock(client().mu);
+  ensure_connected(client());
 }
 
 void resource_tracker_register(ResourceKind kind, const std::string& name, os::FileIdentity id) {
   check_name(name);
   if (!id) throw ValueError("'" + name + "' cannot be registered with the resource tracker without its file identity");
   std::string msg = request(kRegister, kind, name, id);
-  std::lock_guard lock(g_client->mu);
-  Client& c = *g_client;
+  std::lock_guard lock(client().mu);
+  Client& c = client();
   for (int attempt = 0; attempt < 2; ++attempt) {
     ensure_connected(c);
     if (send_request(c, msg)) return;
@@ -269,8 +279,8 @@ void resource_tracker_register(ResourceKind kind, const std::string& name, os::F
 
 void resource_tracker_unregister(ResourceKind kind, const std::string& name, os::FileIdentity id) noexcept {
   try {
-    std::lock_guard lock(g_client->mu);
-    Client& c = *g_client;
+    std::lock_guard lock(client().mu);
+    Client& c = client();
     if (!c.conn) {
       // Connect only to a tracker that runs: a new one would hold nothing to forget.
       ensure_address(c);

@@ -247,6 +247,18 @@ TEST_P(ChildSegmentTest, SegmentAChildLeftStaysWhileTheProgramRunsThenIsCleaned)
   EXPECT_FALSE(shm_exists(name));
 }
 
+TEST_P(ChildSegmentTest, ChildrenRacingToStartTheTrackerSettleOnOne) {
+  auto name = unique_name("race");
+  Program sut({"race", GetParam(), "6", name, "wait"});
+  ASSERT_EQ(sut.line(), "trackers 1");
+  ASSERT_EQ(sut.line(), "ready");
+  sut.kill();
+  std::string names;
+  for (int k = 0; k < 6; ++k) names += (k ? ", /" : "/") + name + "_" + std::to_string(k);
+  EXPECT_EQ(sut.stderr_to_eof(), report(6, "shared_memory", names));
+  for (int k = 0; k < 6; ++k) EXPECT_FALSE(shm_exists(name + "_" + std::to_string(k)));
+}
+
 INSTANTIATE_TEST_SUITE_P(StartMethods, ChildSegmentTest, ::testing::Values("fork", "spawn", "forkserver"),
                          [](const auto& info) { return info.param; });
 

@@ -10,6 +10,9 @@
 //   attach NAME              attaches to an existing segment           "attached NAME"
 //   child METHOD NAME        a child (fork, spawn, forkserver) creates a tracked segment and
 //                            exits without unlinking it                "child created NAME, still there: yes|no"
+//   race METHOD N NAME       N children started at once each create NAME_<i> (the first
+//                            registrations of the program: they race to start the tracker)
+//                                                                     "trackers K" (distinct pids)
 //   semaphore NAME           a named semaphore, registered             "semaphore NAME"
 //   tracker                  starts the tracker if needed              "tracker PID"
 //   kill-tracker             SIGKILLs the tracker, waits for its end   "killed PID"
@@ -25,7 +28,9 @@
 #include <cstdio>
 #include <cstring>
 #include <mproc/mproc.hpp>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "resource_tracker/resource_tracker.hpp"
 
@@ -34,6 +39,12 @@ namespace {
 void create_in_child(std::string name) {
   mproc::SharedMemory shm({.name = name, .create = true, .size = 4096});
   shm.buf()[0] = std::byte{42};
+}
+
+void create_and_tell(mproc::Connection c, std::string name) {
+  c.recv<int>();  // the start gun: all children are up
+  mproc::SharedMemory shm({.name = name, .create = true, .size = 4096});
+  c.send(mproc::detail::resource_tracker_endpoint().pid);
 }
 
 bool exists(const std::string& name) {
@@ -74,6 +85,23 @@ int main(int argc, char** argv) {
         p.join();
         if (p.exitcode() != 0) throw std::runtime_error("the child failed");
         std::printf("child created %s, still there: %s\n", name.c_str(), exists(name) ? "yes" : "no");
+      } else if (step == "race") {
+        std::string method = arg();
+        int n = std::stoi(arg());
+        std::string name = arg();
+        std::vector<mproc::Process> kids;
+        std::vector<mproc::Connection> conns;
+        for (int k = 0; k < n; ++k) {
+          auto [mine, theirs] = mproc::Pipe();
+          kids.push_back(mproc::get_context(method).Process(create_and_tell, theirs, name + "_" + std::to_string(k)));
+          kids.back().start();
+          conns.push_back(mine);
+        }
+        for (auto& c : conns) c.send(1);
+        std::set<int> trackers;
+        for (auto& c : conns) trackers.insert(c.recv<int>());
+        for (auto& p : kids) p.join();
+        std::printf("trackers %zu\n", trackers.size());
       } else if (step == "semaphore") {
         std::string name = arg();
         std::string full = "/" + name;
