@@ -447,13 +447,14 @@ PoolCore::PoolCore(PoolConfig config) : impl_(std::make_unique<Impl>()) {
   // The first workers start here, on the caller's thread (as Python does), before the handler
   // thread exists: a fork then happens in a process with no thread of ours.
   m.maintain();
+  std::exception_ptr failed;
   {
     std::lock_guard lock(m.mu);
-    if (m.broken) {
-      auto e = m.broken;
-      m.shutdown();
-      std::rethrow_exception(e);
-    }
+    failed = m.broken;
+  }
+  if (failed) {  // shutdown() takes mu itself: never call it with mu held
+    m.shutdown();
+    std::rethrow_exception(failed);
   }
   m.handler = std::thread([this] { impl_->run(); });
 }
