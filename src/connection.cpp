@@ -1,6 +1,9 @@
 #include "mproc/connection.hpp"
 
+#include <linux/sockios.h>
 #include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -8,36 +11,169 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
+#include <limits>
+#include <thread>
 
 #include "mproc/detail/fd_passing.hpp"
 #include "os/fd.hpp"
+#include "os/mapping.hpp"
+#include "reduction/shm_payload.hpp"
 #include "reduction/wire.hpp"
 
 namespace mproc {
+
+// ---------------------------------------------------------------------------------------------
+// Buffer
+
+void Buffer::reset() noexcept {
+  if (kind_ == Kind::heap) delete[] data_;
+  else if (kind_ == Kind::anonymous || kind_ == Kind::shared) ::munmap(data_, capacity_);
+  data_ = nullptr;
+  size_ = capacity_ = 0;
+  kind_ = Kind::none;
+}
+
 namespace detail {
+
+// A header's length is believed, for allocating, up to this many bytes. A longer message gets
+// memory as its bytes arrive, so that a hostile 24-byte header costs nothing.
+constexpr std::size_t kTrustedLength = std::size_t{16} << 20;
+// Streamed payloads up to this size live on the heap; longer ones in an anonymous mapping that
+// grows with mremap (the kernel moves page tables, not bytes) as they arrive.
+constexpr std::size_t kHeapPayloadMax = std::size_t{1} << 20;
+// A sender that is this far ahead of its reader in shared-memory bytes (messages whose header
+// the reader has not read yet) waits for the reader before it sends more: a memfd frame takes
+// 24 bytes of the socket's buffer, so without this a fast writer could park gigabytes in
+// memfds that nobody reads, where a stream is held back by the socket buffer.
+constexpr std::uint64_t kMaxUnreadSharedBytes = std::uint64_t{64} << 20;
+
+struct BufferAccess {
+  // Memory for a streamed payload of len bytes, none of it touched (so not zero-filled).
+  static Buffer for_stream(std::size_t len) {
+    Buffer b;
+    if (len == 0) return b;
+    if (len <= kHeapPayloadMax) {
+      b.data_ = new std::byte[len];  // default-initialised: no zero fill
+      b.kind_ = Buffer::Kind::heap;
+      b.capacity_ = len;
+    } else {
+      std::size_t cap = std::min(len, kTrustedLength);
+      void* p = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) throw std::bad_alloc();
+      b.data_ = static_cast<std::byte*>(p);
+      b.kind_ = Buffer::Kind::anonymous;
+      b.capacity_ = cap;
+    }
+    b.size_ = len;
+    return b;
+  }
+  static std::size_t capacity(const Buffer& b) { return b.capacity_; }
+  static std::byte* data(Buffer& b) { return b.data_; }
+  // Doubles the room of an anonymous buffer (up to its size) without copying its bytes.
+  static void grow(Buffer& b) {
+    std::size_t cap = std::min(b.size_, b.capacity_ * 2);
+    void* p = ::mremap(b.data_, b.capacity_, cap, MREMAP_MAYMOVE);
+    if (p == MAP_FAILED) throw std::bad_alloc();
+    b.data_ = static_cast<std::byte*>(p);
+    b.capacity_ = cap;
+  }
+  static Buffer adopt_mapping(os::Mapping m) {
+    Buffer b;
+    b.size_ = b.capacity_ = m.size();
+    b.data_ = static_cast<std::byte*>(m.release());
+    b.kind_ = Buffer::Kind::shared;
+    return b;
+  }
+};
 
 struct Frame {
   std::uint64_t type = 0;
-  std::vector<std::byte> payload;
+  Buffer payload;
 };
+
+// A header just read: the payload is next in the stream, or in memfd.
+struct Header {
+  std::uint64_t type = 0;
+  std::size_t length = 0;
+  os::Fd memfd;
+};
+
+// A descriptor that arrived with the stream bytes [from, to) (one recvmsg). It belongs to the
+// frame whose header starts in that range.
+struct ArrivedFd {
+  os::Fd fd;
+  std::uint64_t from = 0, to = 0;
+};
+
+constexpr std::size_t kMaxFdsPerRead = 8;
 
 struct ConnectionImpl {
   os::Fd fd;
   bool readable = false;
   bool writable = false;
-  bool is_socket = false;
+  bool unix_socket = false;  // can carry descriptors, so shared-memory frames
   std::size_t max_message = std::size_t{1} << 30;
+  std::size_t shm_threshold = Connection::kSharedMemoryThreshold;
   // Bytes read ahead of the current frame, so a small message costs one read() call.
   std::vector<char> rbuf = std::vector<char>(64 * 1024);
   std::size_t rbeg = 0, rend = 0;
+  std::uint64_t stream_pos = 0;  // bytes read from fd so far: rbuf[rend] is at this offset
+  std::deque<ArrivedFd> fds;     // descriptors not yet claimed by a frame
   std::optional<Frame> pending;  // a whole frame not yet taken (wrong type, too long, ...)
   std::string broken;            // framing lost: every later read fails with this message
+  std::uint64_t unread_shared = 0;  // sender: memfd bytes sent since the reader was last seen caught up
 
   std::size_t buffered() const { return rend - rbeg; }
+  std::uint64_t read_pos() const { return stream_pos - buffered(); }
 
   [[noreturn]] void fail(const std::string& why) {
     broken = why;
+    fds.clear();
     throw ProtocolError(why);
+  }
+
+  // One read of at most n bytes; 0 at EOF. On a Unix socket a descriptor that comes with the
+  // bytes is queued with their stream range (recvmsg never returns bytes of two messages that
+  // each carry descriptors, so there is at most one set per call).
+  std::size_t read_some(void* p, std::size_t n) {
+    ssize_t r;
+    if (!unix_socket) {
+      r = os::retry([&] { return ::read(fd.get(), p, n); });
+      if (r < 0) os::throw_errno("recv on a Connection");
+    } else {
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * kMaxFdsPerRead)];
+      iovec iov{p, n};
+      msghdr m{};
+      m.msg_iov = &iov;
+      m.msg_iovlen = 1;
+      m.msg_control = control;
+      m.msg_controllen = sizeof control;
+      r = os::retry([&] { return ::recvmsg(fd.get(), &m, MSG_CMSG_CLOEXEC); });
+      if (r < 0) os::throw_errno("recv on a Connection");
+      // Own every descriptor before anything can throw.
+      os::Fd got[kMaxFdsPerRead];
+      std::size_t ngot = 0;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        std::size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (std::size_t i = 0; i < k && ngot < kMaxFdsPerRead; ++i) {
+          int one;
+          std::memcpy(&one, CMSG_DATA(c) + i * sizeof(int), sizeof one);
+          got[ngot++].reset(one);
+        }
+      }
+      auto from = stream_pos;
+      stream_pos += static_cast<std::size_t>(r);
+      if (m.msg_flags & MSG_CTRUNC)
+        fail("descriptors sent with a message were dropped (more than " + std::to_string(kMaxFdsPerRead) +
+             ", or this process is out of descriptors)");
+      if (ngot > 1) fail(std::to_string(ngot) + " descriptors came with one message; an mproc frame carries at most one");
+      if (ngot == 1) fds.push_back({std::move(got[0]), from, stream_pos});
+      return static_cast<std::size_t>(r);
+    }
+    stream_pos += static_cast<std::size_t>(r);
+    return static_cast<std::size_t>(r);
   }
 
   // Reads until at least n bytes are buffered; false at EOF.
@@ -48,52 +184,112 @@ struct ConnectionImpl {
       rbeg = 0;
     }
     while (buffered() < n) {
-      ssize_t r = os::retry([&] { return ::read(fd.get(), rbuf.data() + rend, rbuf.size() - rend); });
-      if (r < 0) os::throw_errno("recv on a Connection");
+      std::size_t r = read_some(rbuf.data() + rend, rbuf.size() - rend);
       if (r == 0) return false;
-      rend += static_cast<std::size_t>(r);
+      rend += r;
     }
     return true;
   }
 
-  Frame read_frame() {
-    if (pending) return std::exchange(pending, std::nullopt).value();
+  // A descriptor whose bytes all lie before pos was claimed by none of the frames that began
+  // there: the peer sent one without announcing it.
+  void check_no_stray_fd(std::uint64_t pos) {
+    if (!fds.empty() && fds.front().to <= pos) fail("a descriptor arrived that no frame announced");
+  }
+
+  // After the last byte of a frame: forget the read-ahead position if it is empty.
+  void end_frame() {
+    if (rbeg == rend) rbeg = rend = 0;
+    check_no_stray_fd(read_pos());
+  }
+
+  // Reads and checks the next header. EOFError when the peer closed between frames.
+  Header next_header() {
     if (!broken.empty()) throw ProtocolError(broken);
     if (!fill(kFrameHeaderSize)) {
-      if (buffered() == 0) throw EOFError("the peer closed the connection");
+      if (buffered() == 0) {
+        check_no_stray_fd(read_pos() + 1);
+        throw EOFError("the peer closed the connection");
+      }
       fail("truncated frame: the peer closed after " + std::to_string(buffered()) + " bytes of a frame header");
     }
+    const std::uint64_t at = read_pos();
     FrameHeader h;
     try {
-      h = parse_header(rbuf.data() + rbeg, max_message);
+      h = parse_header(rbuf.data() + rbeg, max_message, unix_socket ? kFrameInMemfd : 0);
     } catch (const ProtocolError& e) {
       fail(e.what());
     }
     rbeg += kFrameHeaderSize;
-    Frame f{h.type, {}};
-    auto len = static_cast<std::size_t>(h.length);
-    std::size_t have = std::min(len, buffered());
-    // Grow as bytes arrive rather than trusting the header with one huge allocation.
-    f.payload.resize(std::min(len, std::max(have, std::size_t{1} << 20)));
-    if (have) std::memcpy(f.payload.data(), rbuf.data() + rbeg, have);  // data() may be null when empty
-    rbeg += have;
-    while (have < len) {
-      if (have == f.payload.size()) f.payload.resize(std::min(len, f.payload.size() * 2));
-      ssize_t r = os::retry([&] { return ::read(fd.get(), f.payload.data() + have, f.payload.size() - have); });
-      if (r < 0) os::throw_errno("recv on a Connection");
-      if (r == 0)
-        fail("truncated frame: the peer closed after " + std::to_string(have) + " of " + std::to_string(len) +
-             " payload bytes");
-      have += static_cast<std::size_t>(r);
+    check_no_stray_fd(at);
+    Header out{h.type, static_cast<std::size_t>(h.length), {}};
+    if (h.flags & kFrameInMemfd) {
+      if (fds.empty() || fds.front().from > at)
+        fail("a frame announces a payload in shared memory but no descriptor came with it");
+      out.memfd = std::move(fds.front().fd);
+      fds.pop_front();
+      end_frame();
+      // The frame is consumed whole: a bad descriptor costs this message, not the connection.
+      check_payload_memfd(out.memfd.get(), h.length);
     }
-    if (rbeg == rend) rbeg = rend = 0;
-    return f;
+    return out;
   }
+
+  // The payload of h, in memory of its own.
+  Buffer read_payload(Header& h) {
+    if (h.memfd) {
+      // MAP_SHARED read-only, populated at once: the pages exist already (the sender wrote
+      // them), so this only builds page tables; the seals make the mapping safe to read.
+      os::Mapping m(h.memfd.get(), h.length, PROT_READ, MAP_SHARED | MAP_POPULATE);
+      h.memfd.reset();
+      return BufferAccess::adopt_mapping(std::move(m));
+    }
+    Buffer b = BufferAccess::for_stream(h.length);
+    std::size_t have = std::min(h.length, buffered());
+    if (have) std::memcpy(BufferAccess::data(b), rbuf.data() + rbeg, have);
+    rbeg += have;
+    while (have < h.length) {
+      if (have == BufferAccess::capacity(b)) BufferAccess::grow(b);
+      std::size_t r = read_some(BufferAccess::data(b) + have, BufferAccess::capacity(b) - have);
+      if (r == 0) fail_truncated(have, h.length);
+      have += r;
+    }
+    end_frame();
+    return b;
+  }
+
+  // The payload of h, straight into dst (h.length bytes of room).
+  void read_payload_into(Header& h, std::byte* dst) {
+    if (h.memfd) {
+      std::size_t got = os::pread_full(h.memfd.get(), dst, h.length, "reading a shared-memory message");
+      h.memfd.reset();
+      if (got != h.length) throw ProtocolError("a shared-memory message ended after " + std::to_string(got) + " bytes");
+      return;
+    }
+    std::size_t have = std::min(h.length, buffered());
+    if (have) std::memcpy(dst, rbuf.data() + rbeg, have);
+    rbeg += have;
+    while (have < h.length) {
+      std::size_t r = read_some(dst + have, h.length - have);
+      if (r == 0) fail_truncated(have, h.length);
+      have += r;
+    }
+    end_frame();
+  }
+
+  [[noreturn]] void fail_truncated(std::size_t have, std::size_t len) {
+    fail("truncated frame: the peer closed after " + std::to_string(have) + " of " + std::to_string(len) +
+         " payload bytes");
+  }
+
+  std::optional<Frame> take_pending() { return std::exchange(pending, std::nullopt); }
+
+  // ------------------------------------------------------------------------------- sending
 
   void write_iov(iovec* iov, int n) {
     while (n > 0) {
       ssize_t w;
-      if (is_socket) {
+      if (unix_socket) {
         msghdr m{};
         m.msg_iov = iov;
         m.msg_iovlen = static_cast<std::size_t>(n);
@@ -101,10 +297,7 @@ struct ConnectionImpl {
       } else {
         w = os::retry([&] { return ::writev(fd.get(), iov, n); });
       }
-      if (w < 0) {
-        if (errno == EPIPE || errno == ECONNRESET) throw EOFError("the peer closed the connection (send failed)");
-        os::throw_errno("send on a Connection");
-      }
+      if (w < 0) throw_send_error();
       auto done = static_cast<std::size_t>(w);
       while (n > 0 && done >= iov->iov_len) {
         done -= iov->iov_len;
@@ -117,6 +310,89 @@ struct ConnectionImpl {
       }
     }
   }
+
+  [[noreturn]] static void throw_send_error() {
+    if (errno == EPIPE || errno == ECONNRESET) throw EOFError("the peer closed the connection (send failed)");
+    os::throw_errno("send on a Connection");
+  }
+
+  // Bytes this end sent that the peer has not read yet (0 also when the kernel cannot say).
+  int unread_by_peer() const {
+    int q = 0;
+    if (::ioctl(fd.get(), SIOCOUTQ, &q) != 0) return 0;
+    return q;
+  }
+
+  // Blocks while the reader is more than kMaxUnreadSharedBytes behind (see there).
+  void wait_for_reader(std::size_t n) {
+    if (unread_shared == 0) return;
+    if (unread_shared + n > kMaxUnreadSharedBytes) {
+      auto nap = std::chrono::microseconds(20);
+      while (unread_by_peer() != 0) {
+        std::this_thread::sleep_for(nap);
+        nap = std::min(nap * 2, std::chrono::microseconds(2000));
+      }
+      unread_shared = 0;
+    } else if (unread_by_peer() == 0) {
+      unread_shared = 0;
+    }
+  }
+
+  // Sends payload as a shared-memory frame. False (and nothing sent) when no memfd could be
+  // made or passed; the caller streams the message instead.
+  bool send_in_memfd(std::uint64_t type, const void* payload, std::size_t n) {
+    os::Fd m;
+    try {
+      m = os::sealed_memfd_copy("mproc-message", payload, n);
+    } catch (const std::system_error&) {
+      return false;  // out of memory for tmpfs, or of descriptors: the stream still works
+    }
+    wait_for_reader(n);
+    char header[kFrameHeaderSize];
+    write_header(header, type, n, kFrameInMemfd);
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+    iovec iov{header, sizeof header};
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    int mfd = m.get();
+    std::memcpy(CMSG_DATA(c), &mfd, sizeof mfd);
+    ssize_t w = os::retry([&] { return ::sendmsg(fd.get(), &msg, MSG_NOSIGNAL); });
+    if (w < 0) {
+      if (errno == ETOOMANYREFS) return false;  // too many descriptors in flight: stream it
+      throw_send_error();
+    }
+    // The descriptor went with the first byte; the rest of the header (after a signal) follows.
+    if (static_cast<std::size_t>(w) < sizeof header) {
+      iovec rest{header + w, sizeof header - static_cast<std::size_t>(w)};
+      write_iov(&rest, 1);
+    }
+    unread_shared += n;
+    return true;
+  }
+
+  // Sends one frame: header (at least kFrameHeaderSize bytes of room) then payload.
+  void send_message(std::uint64_t type, char* header, const void* payload, std::size_t n) {
+    if (!writable) throw Error("the connection is read-only");
+    if (n > max_message)
+      throw ProtocolError("message of " + std::to_string(n) + " bytes is over the limit of " + std::to_string(max_message) +
+                          " bytes");
+    if (unix_socket && n >= shm_threshold && n > 0 && send_in_memfd(type, payload, n)) return;
+    write_header(header, type, n);
+    if (header + kFrameHeaderSize == payload || n == 0) {
+      iovec iov{header, kFrameHeaderSize + n};
+      write_iov(&iov, 1);
+    } else {
+      iovec iov[2] = {{header, kFrameHeaderSize}, {const_cast<void*>(payload), n}};
+      write_iov(iov, 2);
+    }
+  }
 };
 
 }  // namespace detail
@@ -125,8 +401,11 @@ Connection::Connection(int fd, bool readable, bool writable) : impl_(std::make_s
   impl_->fd.reset(fd);
   impl_->readable = readable;
   impl_->writable = writable;
-  struct stat st {};
-  impl_->is_socket = ::fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+  int domain = 0, type = 0;
+  socklen_t len = sizeof domain;
+  bool is_unix = ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
+  len = sizeof type;
+  impl_->unix_socket = is_unix && ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
 }
 
 detail::ConnectionImpl& Connection::impl() const {
@@ -135,68 +414,133 @@ detail::ConnectionImpl& Connection::impl() const {
 }
 
 void Connection::send_frame(std::uint64_t type, std::string& frame) {
-  auto& c = impl();
-  if (!c.writable) throw Error("the connection is read-only");
-  if (frame.size() - kHeaderSize > c.max_message)
-    throw ProtocolError("message of " + std::to_string(frame.size() - kHeaderSize) + " bytes is over the limit of " +
-                        std::to_string(c.max_message) + " bytes");
-  detail::write_header(frame.data(), type, frame.size() - kHeaderSize);
-  iovec iov{frame.data(), frame.size()};
-  c.write_iov(&iov, 1);
+  impl().send_message(type, frame.data(), frame.data() + kHeaderSize, frame.size() - kHeaderSize);
 }
 
 void Connection::send_bytes(std::span<const std::byte> buf) {
-  auto& c = impl();
-  if (!c.writable) throw Error("the connection is read-only");
-  if (buf.size() > c.max_message)
-    throw ProtocolError("message of " + std::to_string(buf.size()) + " bytes is over the limit of " +
-                        std::to_string(c.max_message) + " bytes");
   char header[kHeaderSize];
-  detail::write_header(header, detail::kBytesType, buf.size());
-  iovec iov[2] = {{header, kHeaderSize}, {const_cast<std::byte*>(buf.data()), buf.size()}};
-  c.write_iov(iov, buf.empty() ? 1 : 2);
+  impl().send_message(detail::kBytesType, header, buf.data(), buf.size());
 }
 
-std::vector<std::byte> Connection::recv_payload(std::uint64_t type, std::string_view type_name) {
+void Connection::recv_payload(std::uint64_t type, std::string_view type_name, DecodeFn decode, void* out) {
   auto& c = impl();
   if (!c.readable) throw Error("the connection is write-only");
-  detail::Frame f = c.read_frame();
-  if (f.type != type) {
-    std::string got = f.type == detail::kBytesType ? std::string("raw bytes (send_bytes)") : "another type";
-    c.pending = std::move(f);
-    throw TypeMismatchError("recv<" + std::string(type_name) + ">: the message holds " + got +
-                            "; it is kept for a recv of the right type or recv_bytes()");
+  auto mismatch = [&](std::uint64_t got_type) {
+    std::string got = got_type == detail::kBytesType ? std::string("raw bytes (send_bytes)") : "another type";
+    return TypeMismatchError("recv<" + std::string(type_name) + ">: the message holds " + got +
+                             "; it is kept for a recv of the right type or recv_bytes()");
+  };
+  if (auto f = c.take_pending()) {
+    if (f->type != type) {
+      auto e = mismatch(f->type);
+      c.pending = std::move(f);
+      throw e;
+    }
+    decode(f->payload.data(), f->payload.size(), out);
+    return;
   }
-  return std::move(f.payload);
+  detail::Header h = c.next_header();
+  if (h.type != type) {
+    c.pending = detail::Frame{h.type, c.read_payload(h)};
+    throw mismatch(h.type);
+  }
+  if (!h.memfd && c.buffered() >= h.length) {
+    // The whole payload is in the read-ahead buffer: decode it where it is. Nothing reads into
+    // the buffer until decode returns.
+    const auto* p = reinterpret_cast<const std::byte*>(c.rbuf.data() + c.rbeg);
+    c.rbeg += h.length;
+    c.end_frame();
+    decode(p, h.length, out);
+    return;
+  }
+  Buffer b = c.read_payload(h);
+  decode(b.data(), b.size(), out);
+}
+
+Buffer Connection::recv_buffer(std::optional<std::size_t> maxlength) {
+  auto& c = impl();
+  if (!c.readable) throw Error("the connection is write-only");
+  auto too_long = [&](std::size_t n) {
+    return ProtocolError("recv_bytes: message of " + std::to_string(n) + " bytes is longer than maxlength " +
+                         std::to_string(*maxlength) + "; it is kept");
+  };
+  if (auto f = c.take_pending()) {
+    if (maxlength && f->payload.size() > *maxlength) {
+      auto e = too_long(f->payload.size());
+      c.pending = std::move(f);
+      throw e;
+    }
+    return std::move(f->payload);
+  }
+  detail::Header h = c.next_header();
+  Buffer b = c.read_payload(h);
+  if (maxlength && b.size() > *maxlength) {
+    auto e = too_long(b.size());
+    c.pending = detail::Frame{h.type, std::move(b)};
+    throw e;
+  }
+  return b;
 }
 
 std::vector<std::byte> Connection::recv_bytes(std::optional<std::size_t> maxlength) {
   auto& c = impl();
   if (!c.readable) throw Error("the connection is write-only");
-  detail::Frame f = c.read_frame();
-  if (maxlength && f.payload.size() > *maxlength) {
-    auto n = f.payload.size();
-    c.pending = std::move(f);
-    throw ProtocolError("recv_bytes: message of " + std::to_string(n) + " bytes is longer than maxlength " +
-                        std::to_string(*maxlength) + "; it is kept");
+  if (c.pending) {
+    Buffer b = recv_buffer(maxlength);
+    return std::vector<std::byte>(b.begin(), b.end());
   }
-  return std::move(f.payload);
+  detail::Header h = c.next_header();
+  if ((maxlength && h.length > *maxlength) || h.memfd || h.length > detail::kTrustedLength) {
+    // Kept (too long), mapped (shared memory: one copy out of the mapping) or longer than a
+    // header is trusted with (memory grows as bytes arrive, then one copy): through a Buffer.
+    Buffer b = c.read_payload(h);
+    if (maxlength && b.size() > *maxlength) {
+      auto n = b.size();
+      c.pending = detail::Frame{h.type, std::move(b)};
+      throw ProtocolError("recv_bytes: message of " + std::to_string(n) + " bytes is longer than maxlength " +
+                          std::to_string(*maxlength) + "; it is kept");
+    }
+    return std::vector<std::byte>(b.begin(), b.end());
+  }
+  if (c.buffered() >= h.length) {  // a small message: one copy out of the read-ahead buffer
+    const auto* p = reinterpret_cast<const std::byte*>(c.rbuf.data() + c.rbeg);
+    std::vector<std::byte> v(p, p + h.length);
+    c.rbeg += h.length;
+    c.end_frame();
+    return v;
+  }
+  std::vector<std::byte> v(h.length);  // std::vector zero-fills; at most kTrustedLength bytes
+  c.read_payload_into(h, v.data());
+  return v;
 }
 
 std::size_t Connection::recv_bytes_into(std::span<std::byte> buf, std::size_t offset) {
   auto& c = impl();
   if (!c.readable) throw Error("the connection is write-only");
   if (offset > buf.size()) throw std::out_of_range("recv_bytes_into: offset is past the end of the buffer");
-  detail::Frame f = c.read_frame();
-  auto n = f.payload.size();
-  if (n > buf.size() - offset) {
-    c.pending = std::move(f);
-    throw BufferTooShort("recv_bytes_into: message of " + std::to_string(n) + " bytes does not fit in " +
-                             std::to_string(buf.size() - offset) + " bytes; it is kept",
-                         n);
+  const std::size_t room = buf.size() - offset;
+  auto too_short = [&](std::size_t n) {
+    return BufferTooShort("recv_bytes_into: message of " + std::to_string(n) + " bytes does not fit in " +
+                              std::to_string(room) + " bytes; it is kept",
+                          n);
+  };
+  if (auto f = c.take_pending()) {
+    auto n = f->payload.size();
+    if (n > room) {
+      auto e = too_short(n);
+      c.pending = std::move(f);
+      throw e;
+    }
+    if (n) std::memcpy(buf.data() + offset, f->payload.data(), n);
+    return n;
   }
-  std::memcpy(buf.data() + offset, f.payload.data(), n);
-  return n;
+  detail::Header h = c.next_header();
+  if (h.length > room) {
+    c.pending = detail::Frame{h.type, c.read_payload(h)};
+    throw too_short(h.length);
+  }
+  c.read_payload_into(h, buf.data() + offset);
+  return h.length;
 }
 
 bool Connection::poll(std::optional<seconds> timeout) const {
@@ -215,28 +559,33 @@ bool Connection::writable() const { return impl().writable; }
 int Connection::fileno() const { return impl().fd.get(); }
 void Connection::set_max_message_size(std::size_t bytes) { impl().max_message = bytes; }
 std::size_t Connection::max_message_size() const { return impl().max_message; }
+void Connection::set_shared_memory_threshold(std::size_t bytes) { impl().shm_threshold = bytes; }
+std::size_t Connection::shared_memory_threshold() const { return impl().shm_threshold; }
 
 void Connection::save(detail::OutArchive& ar) const {
   auto& c = impl();
   int slot = detail::export_fd(c.fd.get());
-  ar(slot, c.readable, c.writable, static_cast<std::uint64_t>(c.max_message));
+  ar(slot, c.readable, c.writable, static_cast<std::uint64_t>(c.max_message), static_cast<std::uint64_t>(c.shm_threshold));
 }
 
 void Connection::load(detail::InArchive& ar) {
   int slot = -1;
   bool r = false, w = false;
-  std::uint64_t max = 0;
-  ar(slot, r, w, max);
+  std::uint64_t max = 0, threshold = 0;
+  ar(slot, r, w, max, threshold);
   *this = Connection(detail::import_fd(slot), r, w);
   impl_->max_message = static_cast<std::size_t>(max);
+  impl_->shm_threshold = static_cast<std::size_t>(threshold);
 }
 
 std::pair<Connection, Connection> Pipe(bool duplex) {
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) os::throw_errno("socketpair for Pipe");
   if (!duplex) {
-    // A socket pair rather than pipe(2): send() with MSG_NOSIGNAL turns a closed reader into an
-    // exception instead of SIGPIPE, and AF_UNIX streams move bulk data faster than pipes.
+    // A socket pair rather than pipe(2) (Python's Pipe(duplex=False) is an os.pipe()): send()
+    // with MSG_NOSIGNAL turns a closed reader into an exception instead of SIGPIPE, AF_UNIX
+    // streams move bulk data faster than pipes, and a socket can pass the memfd of a large
+    // message (set_shared_memory_threshold), which a pipe cannot.
     ::shutdown(sv[0], SHUT_WR);
     ::shutdown(sv[1], SHUT_RD);
   }

@@ -21,7 +21,60 @@ using seconds = std::chrono::duration<double>;
 
 namespace detail {
 struct ConnectionImpl;
-}
+struct BufferAccess;
+}  // namespace detail
+
+/// The payload of one received message, from Connection::recv_buffer(): recv_bytes() without
+/// the copy into a std::vector. Move-only, read-only. A large message that came through shared
+/// memory (see Connection::set_shared_memory_threshold) is a read-only mapping of the sealed
+/// memfd its sender filled: receiving it copied nothing. Other messages are ordinary memory.
+/// Not thread-safe; destroying it releases the memory.
+class Buffer {
+ public:
+  Buffer() noexcept = default;
+  Buffer(Buffer&& o) noexcept { take(o); }
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      take(o);
+    }
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { reset(); }
+
+  const std::byte* data() const noexcept { return data_; }
+  std::size_t size() const noexcept { return size_; }
+  bool empty() const noexcept { return size_ == 0; }
+  const std::byte* begin() const noexcept { return data_; }
+  const std::byte* end() const noexcept { return data_ + size_; }
+  std::span<const std::byte> span() const noexcept { return {data_, size_}; }
+  operator std::span<const std::byte>() const noexcept { return span(); }
+  /// The bytes as characters.
+  std::string_view view() const noexcept { return {reinterpret_cast<const char*>(data_), size_}; }
+  /// True when the bytes are a mapping of the sender's shared memory (no copy was made).
+  bool is_shared_memory() const noexcept { return kind_ == Kind::shared; }
+  /// Releases the memory; the Buffer is empty afterwards.
+  void reset() noexcept;
+
+ private:
+  friend struct detail::BufferAccess;
+  enum class Kind : unsigned char { none, heap, anonymous, shared };
+  void take(Buffer& o) noexcept {
+    data_ = o.data_;
+    size_ = o.size_;
+    capacity_ = o.capacity_;
+    kind_ = o.kind_;
+    o.data_ = nullptr;
+    o.size_ = o.capacity_ = 0;
+    o.kind_ = Kind::none;
+  }
+  std::byte* data_ = nullptr;
+  std::size_t size_ = 0;
+  std::size_t capacity_ = 0;  // bytes owned at data_ (a mapping's length)
+  Kind kind_ = Kind::none;
+};
 
 /// One end of a Pipe (Python: multiprocessing.connection.Connection).
 ///
@@ -53,8 +106,12 @@ class Connection {
   /// on malformed bytes.
   template <class T>
   T recv() {
-    std::vector<std::byte> payload = recv_payload(detail::type_fingerprint<T>(), detail::type_name<T>());
-    return detail::decode<T>(payload.data(), payload.size());
+    std::optional<T> out;
+    recv_payload(
+        detail::type_fingerprint<T>(), detail::type_name<T>(),
+        [](const std::byte* p, std::size_t n, void* o) { static_cast<std::optional<T>*>(o)->emplace(detail::decode<T>(p, n)); },
+        &out);
+    return std::move(*out);
   }
 
   /// Python: send_bytes(buf). The bytes travel unchanged; recv_bytes() on the other end returns them.
@@ -64,8 +121,11 @@ class Connection {
   /// A message longer than maxlength throws ProtocolError and stays queued.
   std::vector<std::byte> recv_bytes(std::optional<std::size_t> maxlength = std::nullopt);
   /// Python: recv_bytes_into(buf, offset). Returns the message length. A message that does not
-  /// fit throws BufferTooShort and stays queued.
+  /// fit throws BufferTooShort and stays queued. The bytes are read straight into buf.
   std::size_t recv_bytes_into(std::span<std::byte> buf, std::size_t offset = 0);
+  /// recv_bytes() without the copy into a vector (no Python equivalent): a large message that
+  /// came through shared memory is handed over as the mapping it arrived in.
+  Buffer recv_buffer(std::optional<std::size_t> maxlength = std::nullopt);
 
   /// Python: poll(timeout). True when a recv would not block. std::nullopt waits forever.
   bool poll(std::optional<seconds> timeout = seconds(0)) const;
@@ -80,6 +140,17 @@ class Connection {
   void set_max_message_size(std::size_t bytes);
   std::size_t max_message_size() const;
 
+  /// Messages of at least this many bytes sent on a Unix socket (every Pipe) travel in shared
+  /// memory: the sender copies the payload once into a new memfd, seals it and passes it with
+  /// SCM_RIGHTS beside a 24-byte header; the receiver checks the seals and the size and maps it.
+  /// This skips the socket's small buffer and the context switches it costs (see
+  /// docs/design/large-messages.md). Default kSharedMemoryThreshold; SIZE_MAX turns it off.
+  /// Smaller messages, and every message on a plain pipe, stream through the descriptor. The
+  /// setting belongs to the sending end and goes with the Connection to a child process.
+  void set_shared_memory_threshold(std::size_t bytes);
+  std::size_t shared_memory_threshold() const;
+  static constexpr std::size_t kSharedMemoryThreshold = std::size_t{1} << 20;
+
   // Passing to a child process (cereal).
   void save(detail::OutArchive& ar) const;
   void load(detail::InArchive& ar);
@@ -88,7 +159,8 @@ class Connection {
 
  private:
   void send_frame(std::uint64_t type, std::string& frame);
-  std::vector<std::byte> recv_payload(std::uint64_t type, std::string_view type_name);
+  using DecodeFn = void (*)(const std::byte* data, std::size_t n, void* out);
+  void recv_payload(std::uint64_t type, std::string_view type_name, DecodeFn decode, void* out);
   detail::ConnectionImpl& impl() const;
 
   std::shared_ptr<detail::ConnectionImpl> impl_;

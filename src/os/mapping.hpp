@@ -15,6 +15,8 @@ class Mapping {
   Mapping() noexcept = default;
   /// Maps size bytes of fd read-write and shared. Throws std::system_error.
   Mapping(int fd, std::size_t size);
+  /// Maps size bytes of fd with the given mmap prot and flags. Throws std::system_error.
+  Mapping(int fd, std::size_t size, int prot, int flags);
   Mapping(Mapping&& o) noexcept : addr_(std::exchange(o.addr_, nullptr)), size_(std::exchange(o.size_, 0)) {}
   Mapping& operator=(Mapping&& o) noexcept {
     if (this != &o) {
@@ -32,6 +34,11 @@ class Mapping {
   std::size_t size() const noexcept { return size_; }
   explicit operator bool() const noexcept { return addr_ != nullptr; }
   void reset() noexcept;
+  /// Gives up ownership: the caller munmaps data() (size() bytes).
+  void* release() noexcept {
+    size_ = 0;
+    return std::exchange(addr_, nullptr);
+  }
 
  private:
   void* addr_ = nullptr;
@@ -42,5 +49,14 @@ class Mapping {
 Fd memfd_of_size(const char* name, std::size_t size);
 /// The size of the file behind fd (fstat).
 std::size_t file_size(int fd);
+
+/// A new memfd holding a copy of n bytes, sealed (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
+/// F_SEAL_SEAL) so that nobody, the creator included, can change it afterwards; close-on-exec.
+/// Throws std::system_error (and creates nothing) when any step fails.
+Fd sealed_memfd_copy(const char* name, const void* data, std::size_t n);
+
+/// Reads n bytes from offset 0 of fd (pread, retrying EINTR and short reads) into dst. Returns
+/// the count read: less than n only at end of file. Throws std::system_error.
+std::size_t pread_full(int fd, void* dst, std::size_t n, const char* what);
 
 }  // namespace mproc::os
