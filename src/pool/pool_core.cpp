@@ -329,8 +329,14 @@ struct PoolCore::Impl {
   }
 
   void dispatch() {
+    // Breadth first: every worker gets a chunk before any gets a second one, so that a short
+    // map (or a few apply_async calls) is spread over the workers instead of queued behind one.
+    for (std::size_t depth = 1; depth <= kDepth; ++depth) dispatch_to_depth(depth);
+  }
+
+  void dispatch_to_depth(std::size_t depth) {
     for (auto& w : workers) {
-      while (accepts(*w)) {
+      while (w->inflight.size() < depth && accepts(*w)) {
         Chunk c;
         {
           std::lock_guard lock(mu);
