@@ -75,6 +75,7 @@ struct alignas(64) QueueControl {
   std::uint64_t pending_head;
   std::uint64_t pending_put;
   std::atomic<std::uint64_t> stream;  // seq + 1 of the large item being streamed, 0 when none
+  std::uint64_t seen_tail;            // tail as last read: there is at least this much room
 
   alignas(64) std::atomic<std::uint64_t> head;       // bytes published
   std::atomic<std::uint64_t> count_put;              // whole items published
@@ -83,6 +84,7 @@ struct alignas(64) QueueControl {
   alignas(64) MutexState get_lock;
   std::uint64_t pending_tail;
   std::uint64_t pending_got;
+  std::uint64_t seen_head;            // head as last read: records up to it are there to take
 
   alignas(64) std::atomic<std::uint64_t> tail;       // bytes freed
   std::atomic<std::uint64_t> count_got;              // whole items taken (or dropped)

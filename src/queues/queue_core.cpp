@@ -71,7 +71,10 @@ os::Deadline deadline_of(bool block, std::optional<seconds> timeout) noexcept {
   return timeout ? os::Deadline::after(timeout->count()) : os::Deadline::never();
 }
 
-// Wakes whoever sleeps on w (see WakeWord).
+// Wakes whoever sleeps on w (see WakeWord). What the sleeper waits for must be stored before,
+// and a sequentially consistent operation or fence must separate those stores from this load
+// (against the sleeper's compare-exchange of the word, then its loads): either the sleeper
+// sees the stores, or this load sees its bit.
 void signal(WakeWord& w) noexcept {
   std::uint32_t v = w.word.load();
   while (v & 1u) {
@@ -182,8 +185,21 @@ struct QueueShared {
     return put > got ? put - got : 0;
   }
 
+  // Reads the consumers' tail (a cache line they write) only when the last value read does not
+  // already show enough room: tail only grows.
   bool room_for(std::uint64_t head, std::size_t bytes) const noexcept {
-    return capacity - (head - c->tail.load()) >= bytes;
+    auto& q = *c;
+    if (capacity - (head - q.seen_tail) >= bytes) return true;
+    q.seen_tail = q.tail.load();
+    return capacity - (head - q.seen_tail) >= bytes;
+  }
+
+  // The same for consumers and head: whether a record is there at tail.
+  bool has_record(std::uint64_t tail) const noexcept {
+    auto& q = *c;
+    if (q.seen_head != tail) return true;
+    q.seen_head = q.head.load();
+    return q.seen_head != tail;
   }
 
   // Writes a record at head; the caller publishes it.
@@ -212,16 +228,18 @@ struct QueueShared {
     }
   }
 
+  // Release stores and one fence: a locked instruction costs more than the rest of a small put.
   void publish(std::uint64_t new_head, bool last) noexcept {
     auto& q = *c;
     if (last) {
       q.pending_head = new_head;
       q.pending_put = q.count_put.load(std::memory_order_relaxed) + 1;
-      q.head.store(new_head);
-      q.count_put.store(q.pending_put);
+      q.head.store(new_head, std::memory_order_release);
+      q.count_put.store(q.pending_put, std::memory_order_release);
     } else {
-      q.head.store(new_head);
+      q.head.store(new_head, std::memory_order_release);
     }
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     signal(q.data);
   }
 
@@ -286,11 +304,12 @@ struct QueueShared {
     if (last) {
       q.pending_tail = new_tail;
       q.pending_got = q.count_got.load(std::memory_order_relaxed) + 1;
-      q.tail.store(new_tail);
-      q.count_got.store(q.pending_got);
+      q.tail.store(new_tail, std::memory_order_release);
+      q.count_got.store(q.pending_got, std::memory_order_release);
     } else {
-      q.tail.store(new_tail);
+      q.tail.store(new_tail, std::memory_order_release);
     }
+    std::atomic_thread_fence(std::memory_order_seq_cst);
     signal(q.space);
   }
 
@@ -321,7 +340,7 @@ struct QueueShared {
     std::uint64_t seq = 0;
     std::size_t total = 0, received = 0;
     for (;;) {
-      auto ready = [&] { return q.head.load() != tail; };
+      auto ready = [&] { return has_record(tail); };
       if (!active) {
         if (!wait_until(q.data, ready, deadline)) throw queue::Empty("get: the queue is empty");
       } else {
@@ -335,7 +354,7 @@ struct QueueShared {
         if (!active) continue;
       }
 
-      const std::uint64_t head = q.head.load();
+      const std::uint64_t head = q.seen_head;
       RecordHeader h;
       std::memcpy(&h, at(tail), sizeof h);
       const std::size_t bytes = sizeof(RecordHeader) + align8(h.len);
