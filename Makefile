@@ -1,5 +1,5 @@
 # mproc's front door. On a fresh Debian 12 machine:
-#   make demo   installs missing packages, builds, runs the seed example under every start method
+#   make demo   installs missing packages, builds, runs the seed's examples under every start method
 #   make test   installs missing packages, builds, runs every test (unit, fault, packaging)
 
 BUILD ?= build
@@ -18,9 +18,7 @@ build: deps
 	cmake --build $(BUILD)
 
 demo: build
-	$(BUILD)/examples/seed_globals fork
-	$(BUILD)/examples/seed_globals spawn
-	$(BUILD)/examples/seed_globals forkserver
+	scripts/demo $(BUILD)
 
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure --no-tests=error -j2 --timeout 300

@@ -28,6 +28,16 @@ std::optional<int> g_method;  // set by set_start_method, or fixed by first use
 
 namespace detail {
 const char* method_name(Method m) { return kNames[static_cast<int>(m)]; }
+
+int start_method_setting() {
+  std::lock_guard lock(g_mu);
+  return g_method.value_or(-1);
+}
+
+void adopt_start_method_setting(int m) {
+  std::lock_guard lock(g_mu);
+  if (m >= 0 && m < 3) g_method = m;
+}
 }  // namespace detail
 
 Context::Context(std::string_view method) : method_(parse_method(method)) {}

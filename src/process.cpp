@@ -6,6 +6,7 @@
 #include <algorithm>
 
 #include "mproc/errors.hpp"
+#include "inherited.hpp"
 #include "popen/popen.hpp"
 #include "process_state.hpp"
 #include "resource_tracker/resource_tracker.hpp"
@@ -35,7 +36,7 @@ ProcessImpl::~ProcessImpl() = default;
 ProcessState& state() { return *g_state; }
 
 void reset_state_in_child(const std::string& name, std::vector<int> identity, bool daemon, int parent_pid,
-                          std::string parent_name) {
+                          std::string parent_name, Method started_with) {
   auto* fresh = new ProcessState;
   fresh->initialized = g_state->initialized;
   fresh->argv0 = g_state->argv0;
@@ -45,7 +46,9 @@ void reset_state_in_child(const std::string& name, std::vector<int> identity, bo
   fresh->daemon = daemon;
   fresh->parent_pid = parent_pid;
   fresh->parent_name = std::move(parent_name);
+  fresh->started_with = static_cast<int>(started_with);
   g_state = fresh;  // the parent's children are not ours to join
+  forget_per_process_after_fork();
   forkserver_reset_in_child();
   resource_tracker_reset_in_child();
 }

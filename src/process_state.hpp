@@ -16,6 +16,10 @@ namespace mproc::detail {
 
 enum class Method : int { fork = 0, spawn = 1, forkserver = 2 };
 const char* method_name(Method m);
+/// The program's start method as set_start_method left it (-1: not chosen yet), and, in a spawn or
+/// forkserver child, the parent's adopted (as Python's spawn.prepare does).
+int start_method_setting();
+void adopt_start_method_setting(int m);
 
 class Popen;
 
@@ -41,6 +45,7 @@ struct ProcessState {
   int child_counter = 0;
   bool daemon = false;
   int parent_pid = 0;  // 0 in the main process
+  int started_with = -1;  // the Method that started this process; -1 in the main process
   std::string parent_name;
   // Children started here and not yet joined (Python's process._children).
   std::mutex children_mu;
@@ -51,7 +56,7 @@ ProcessState& state();
 /// In a fresh child: forget the parent's children and per-process caches (they are the
 /// parent's, and a lock held by another parent thread at fork would never be released here).
 void reset_state_in_child(const std::string& name, std::vector<int> identity, bool daemon, int parent_pid,
-                          std::string parent_name);
+                          std::string parent_name, Method started_with);
 
 /// Python's _exit_function: terminate daemon children, then join every child.
 void exit_function() noexcept;

@@ -81,6 +81,14 @@ class RuntimeError : public Error {
   using Error::Error;
 };
 
+/// A global made explicit with mproc::inherited was read where it has no value: never set
+/// before this process was started, or never set at all. The message names the variable, the
+/// process and its start method.
+class StateError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// Python: threading.BrokenBarrierError. The Barrier was aborted, reset while this party
 /// waited, timed out, its action threw, or a party died while waiting at it.
 class BrokenBarrierError : public RuntimeError {

@@ -5,6 +5,7 @@
 #include "mproc/context.hpp"
 #include "mproc/errors.hpp"
 #include "mproc/executor.hpp"
+#include "mproc/inherited.hpp"
 #include "mproc/init.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"

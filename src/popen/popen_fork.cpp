@@ -44,7 +44,7 @@ std::unique_ptr<Popen> launch_fork(ProcessImpl& p) {
   if (pid < 0) os::throw_errno("fork");
   if (pid == 0) {
     die_with_parent(p.daemon, parent);
-    reset_state_in_child(p.name, p.identity, p.daemon, parent, state().name);
+    reset_state_in_child(p.name, p.identity, p.daemon, parent, state().name, Method::fork);
     capture_throw_stacks(true);
     bootstrap(p.task.call);
   }

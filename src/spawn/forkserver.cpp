@@ -403,7 +403,7 @@ void forkserver_main(const std::string& framed, int listener, int alive) {
     ::_exit(255);
   }
   set_authkey(msg.authkey);
-  reset_state_in_child("ForkServer", {}, true, msg.parent_pid, msg.parent_name);
+  reset_state_in_child("ForkServer", {}, true, msg.parent_pid, msg.parent_name, Method::spawn);
   // Ctrl-C is for the program, which then stops its children itself. SIGINT is blocked rather
   // than ignored: a child inherits the mask, so a SIGINT sent to it right after fork stays
   // pending until it unblocks, instead of being lost to an inherited SIG_IGN.

@@ -13,6 +13,7 @@
 #include "mproc/detail/fd_passing.hpp"
 #include "mproc/errors.hpp"
 #include "reduction/wire.hpp"
+#include "inherited.hpp"
 #include "spawn/forkserver.hpp"
 #include "util/auth.hpp"
 #include "util/stacktrace.hpp"
@@ -29,12 +30,14 @@ std::string make_startup_message(ProcessImpl& p, Method m, std::vector<int>& fds
   msg.parent_pid = ::getpid();
   msg.parent_name = state().name;
   msg.start_method = static_cast<std::int32_t>(m);
+  msg.method_setting = start_method_setting();
   auto fs = forkserver_endpoint();
   msg.forkserver_address = fs.address;
   msg.forkserver_pid = fs.pid;
   msg.resource_tracker = resource_tracker_endpoint();
   {
     FdExportScope scope(fds);
+    msg.inherited = save_inherited();
     OutArchive ar(msg.task);
     p.task.save(ar);
   }
@@ -80,13 +83,20 @@ void bootstrap(const std::function<void()>& run) {
   for (int fd : fds) ::fcntl(fd, F_SETFD, FD_CLOEXEC);  // ours now, not our children's
   die_with_parent(msg.daemon, real_parent ? real_parent : msg.parent_pid);
   set_authkey(msg.authkey);
-  reset_state_in_child(msg.name, msg.identity, msg.daemon, msg.parent_pid, msg.parent_name);
+  if (msg.start_method < 0 || msg.start_method > static_cast<std::int32_t>(Method::forkserver)) {
+    std::fprintf(stderr, "mproc: child %d cannot start: unknown start method %d\n", ::getpid(), msg.start_method);
+    ::_exit(255);
+  }
+  reset_state_in_child(msg.name, msg.identity, msg.daemon, msg.parent_pid, msg.parent_name,
+                       static_cast<Method>(msg.start_method));
+  adopt_start_method_setting(msg.method_setting);
   adopt_forkserver_endpoint({msg.forkserver_address, msg.forkserver_pid});
   adopt_resource_tracker_endpoint(std::move(msg.resource_tracker));
   capture_throw_stacks(true);
   bootstrap([&] {
     FdImportScope scope(fds);
     try {
+      restore_inherited(msg.inherited);  // before the task: its arguments' code may read them
       run_saved_task(msg.task.data(), msg.task.size(), nullptr);
     } catch (...) {
       for (int fd : fds)

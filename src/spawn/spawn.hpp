@@ -27,16 +27,18 @@ struct StartupMessage {
   bool daemon = false;
   std::int32_t parent_pid = 0;
   std::string parent_name;
-  std::int32_t start_method = 0;
+  std::int32_t start_method = 0;     // how this child was started
+  std::int32_t method_setting = -1;  // the parent's set_start_method choice, adopted by the child
   std::string forkserver_address;  // so that nested children reuse the program's fork server
   std::int32_t forkserver_pid = 0;
   ResourceTrackerEndpoint resource_tracker;  // so that children register with the program's tracker
   std::uint32_t nfds = 0;
-  std::string task;  // Task::save output
+  std::string inherited;  // save_inherited output: the mproc::inherited values, as set in the parent
+  std::string task;       // Task::save output
   template <class A>
   void serialize(A& a) {
-    a(authkey, name, identity, daemon, parent_pid, parent_name, start_method, forkserver_address, forkserver_pid,
-      resource_tracker, nfds, task);
+    a(authkey, name, identity, daemon, parent_pid, parent_name, start_method, method_setting, forkserver_address, forkserver_pid,
+      resource_tracker, nfds, inherited, task);
   }
 };
 

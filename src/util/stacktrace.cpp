@@ -7,8 +7,10 @@
 #include <boost/stacktrace.hpp>
 #include <cstdlib>
 #include <exception>
+#include <initializer_list>
 #include <memory>
 #include <sstream>
+#include <string_view>
 #include <typeinfo>
 
 namespace mproc::detail {
@@ -36,6 +38,44 @@ std::string demangle(const char* name) {
   std::unique_ptr<char, void (*)(void*)> d(abi::__cxa_demangle(name, nullptr, nullptr, &status), std::free);
   return status == 0 && d ? d.get() : name;
 }
+// The qualified function name of a demangled frame: without the return type a template's name
+// starts with, and without the parameter list.
+std::string_view function_of(std::string_view name) {
+  if (name.starts_with("decltype(auto) ")) name.remove_prefix(15);
+  int depth = 0;
+  std::size_t begin = 0;
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    if (c == '<') ++depth;
+    if (c == '>' && depth > 0) --depth;
+    if (depth == 0 && c == '(' && i > 0) return name.substr(begin, i - begin);
+    if (depth == 0 && c == ' ') begin = i + 1;
+  }
+  return name.substr(begin);
+}
+
+bool starts_with_any(const std::string& name, std::initializer_list<std::string_view> prefixes) {
+  auto fn = function_of(name);
+  for (auto p : prefixes)
+    if (fn.starts_with(p)) return true;
+  return false;
+}
+
+// The frame that ran the task (or the child's target): what is below it is the same in every
+// report and says nothing about the error.
+bool is_machinery_floor(const std::string& name) {
+  return starts_with_any(name, {"mproc::detail::run_saved_task", "mproc::detail::bootstrap"});
+}
+
+// std::invoke and std::function plumbing, and mproc's own call thunks, between the frame that
+// ran the task and the user's function.
+bool is_call_glue(const std::string& name) {
+  return starts_with_any(name, {"std::__invoke", "std::invoke", "std::__apply_impl", "std::apply<",
+                                "std::_Function_handler", "std::function<", "std::enable_if<is_invocable_r_v",
+                                "mproc::detail::call_item<", "mproc::detail::map_chunk_thunk<",
+                                "mproc::detail::invoke_thunk<"});
+}
+
 }  // namespace
 
 void throw_hook_anchor() noexcept;
@@ -62,9 +102,14 @@ ExceptionReport report_current_exception() {
   if (t_stack && (obj == nullptr || obj == t_thrown)) {
     std::ostringstream os;
     std::size_t i = 0;
-    for (const auto& f : *t_stack) {
+    std::size_t start = 0;  // the frames up to the hook are the capture machinery, not the user's
+    for (std::size_t k = 0; k < t_stack->size() && k < 8; ++k)
+      if ((*t_stack)[k].name().find("__cxa_throw") != std::string::npos) start = k + 1;
+    for (std::size_t k = start; k < t_stack->size(); ++k) {
+      const auto& f = (*t_stack)[k];
       std::string name = f.name();
-      if (i == 0 && name.find("__cxa_throw") != std::string::npos) continue;  // the hook itself
+      if (is_machinery_floor(name)) break;  // below this only mproc's own start-up runs
+      if (is_call_glue(name)) continue;
       os << "  #" << i++ << " " << name;
       auto file = f.source_file();
       if (!file.empty()) os << " at " << file << ":" << f.source_line();
