@@ -81,6 +81,10 @@ void print_callback_error(const char* what) {
 void pool_worker_main(Connection conn, std::int64_t maxtasks) {
   ::signal(SIGINT, SIG_IGN);  // Ctrl-C is for the program; it stops the pool
   std::int64_t done = 0;
+  // One reply buffer for the worker's life: a fresh one per chunk made the heap grow and shrink
+  // by the size of every large result (each page faulted in again); a huge one is let go.
+  std::string reply;
+  constexpr std::size_t kKeepReply = 64u << 20;
   for (;;) {
     std::vector<std::byte> msg;
     try {
@@ -91,7 +95,8 @@ void pool_worker_main(Connection conn, std::int64_t maxtasks) {
     if (msg.size() < kChunkHeader) throw ProtocolError("a pool message shorter than its header");
     auto kind = static_cast<ChunkKind>(msg[8]);
     if (kind == ChunkKind::stop) return;
-    std::string reply(kChunkHeader, '\0');
+    if (reply.capacity() > kKeepReply) std::string().swap(reply);
+    reply.assign(kChunkHeader, '\0');
     std::memcpy(reply.data(), msg.data(), 8);
     try {
       run_saved_task(msg.data() + kChunkHeader, msg.size() - kChunkHeader, &reply);

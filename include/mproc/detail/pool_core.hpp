@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -158,6 +159,29 @@ void save_items(OutArchive& ar, const std::vector<T>& items, std::size_t first, 
   }
 }
 
+/// save_items for a random-access range, read in place (no copy of the whole input first):
+/// plain types of a contiguous range in one block, of another range item by item into the buffer.
+template <class Range>
+void save_range_items(OutArchive& ar, Range& items, std::size_t first, std::size_t count) {
+  using T = std::ranges::range_value_t<Range>;
+  ar(static_cast<std::uint64_t>(count));
+  auto it = std::ranges::begin(items) + static_cast<std::ranges::range_difference_t<Range>>(first);
+  if constexpr (is_bulk<T> && std::ranges::contiguous_range<Range>) {
+    ar.saveBinary(std::to_address(it), count * sizeof(T));
+  } else if constexpr (is_bulk<T>) {
+    std::string& out = ar.buffer();
+    std::size_t at = out.size();
+    out.resize(at + count * sizeof(T));
+    char* p = out.data() + at;
+    for (std::size_t i = 0; i < count; ++i, ++it, p += sizeof(T)) {
+      const T v = *it;
+      std::memcpy(p, &v, sizeof(T));
+    }
+  } else {
+    for (std::size_t i = 0; i < count; ++i, ++it) save_value(ar, static_cast<const T&>(*it));
+  }
+}
+
 /// Reads a count and checks it (against the expected one, or the bytes left).
 std::uint64_t load_count(InArchive& ar, std::optional<std::uint64_t> expected);
 
@@ -193,6 +217,33 @@ using map_result_t = std::decay_t<item_result_t<Star, std::decay_t<F>, std::rang
 template <class F, class T, bool Star>
 void map_chunk_thunk(InArchive& in, std::string* out) {
   using R = std::decay_t<item_result_t<Star, F, T>>;
+  if constexpr (is_bulk<T> && is_bulk<R>) {
+    // Plain items in, plain results out: read in place and write straight into *out, with no
+    // vector of items or of results (a fresh allocation per chunk, each page of it faulted in).
+    F f{};
+    std::uint64_t n = 0;
+    const unsigned char* src = nullptr;
+    try {
+      f = load_target<F>(in);
+      n = load_count(in, std::nullopt);
+      src = in.take(static_cast<std::size_t>(n) * sizeof(T));
+    } catch (const cereal::Exception& e) {
+      throw_decode_failed("a map chunk", e.what());
+    }
+    if (in.left() != 0) throw_trailing_bytes(in.left(), "a map chunk");
+    std::size_t at = out->size();
+    out->resize(at + sizeof n + static_cast<std::size_t>(n) * sizeof(R));
+    char* dst = out->data() + at;
+    std::memcpy(dst, &n, sizeof n);
+    dst += sizeof n;
+    for (std::size_t i = 0; i < n; ++i, src += sizeof(T), dst += sizeof(R)) {
+      T x;
+      std::memcpy(static_cast<void*>(&x), src, sizeof(T));
+      const R r = call_item<Star>(f, x);
+      std::memcpy(dst, static_cast<const void*>(&r), sizeof(R));
+    }
+    return;
+  }
   F f{};
   std::vector<T> items;
   try {

@@ -192,36 +192,45 @@ AsyncResult<std::vector<R>> Pool::map_impl(F&& f, In&& items, std::optional<std:
   detail::check_serializable<T>();
   detail::check_serializable<R>();
   Fn fn(std::forward<F>(f));
-  std::vector<T> input;
-  if constexpr (std::ranges::sized_range<In>) input.reserve(std::ranges::size(items));
-  for (auto&& x : items) input.push_back(x);
-  auto state = std::make_shared<detail::ResultState<std::vector<R>>>();
-  state->callback = std::move(callbacks.callback);
-  state->error_callback = std::move(callbacks.error_callback);
-  std::size_t n = input.size();
-  if (n == 0) {
-    state->finish(std::vector<R>{}, nullptr);
+  // Every chunk is written before this returns, so a random-access input is read in place; any
+  // other is copied first.
+  auto encode_and_submit = [&](auto& input) {
+    auto state = std::make_shared<detail::ResultState<std::vector<R>>>();
+    state->callback = std::move(callbacks.callback);
+    state->error_callback = std::move(callbacks.error_callback);
+    auto n = static_cast<std::size_t>(std::ranges::size(input));
+    if (n == 0) {
+      state->finish(std::vector<R>{}, nullptr);
+      return AsyncResult<std::vector<R>>(state);
+    }
+    std::size_t size = chunksize.value_or(default_chunksize(n));
+    if (size == 0) throw std::invalid_argument("mproc: chunksize must be at least 1");
+    std::vector<std::size_t> firsts;
+    for (std::size_t first = 0; first < n; first += size) firsts.push_back(first);
+    auto job = std::make_shared<detail::MapJob<R>>(state, n, firsts);
+    std::vector<detail::Chunk> chunks;
+    chunks.reserve(firsts.size());
+    const auto invoker = detail::code_ref(reinterpret_cast<const void*>(&detail::map_chunk_thunk<Fn, T, Star>),
+                                          detail::type_fingerprint<detail::Invoker>());
+    for (std::size_t i = 0; i < firsts.size(); ++i) {
+      std::size_t count = std::min(size, n - firsts[i]);
+      chunks.push_back(detail::make_chunk(job, i, firsts[i], count, [&](detail::OutArchive& ar) {
+        ar(invoker);
+        detail::save_target(ar, fn);
+        detail::save_range_items(ar, input, firsts[i], count);
+      }));
+    }
+    core_->submit(std::move(chunks));
     return AsyncResult<std::vector<R>>(state);
+  };
+  if constexpr (std::ranges::random_access_range<In> && std::ranges::sized_range<In>) {
+    return encode_and_submit(items);
+  } else {
+    std::vector<T> input;
+    if constexpr (std::ranges::sized_range<In>) input.reserve(std::ranges::size(items));
+    for (auto&& x : items) input.push_back(x);
+    return encode_and_submit(input);
   }
-  std::size_t size = chunksize.value_or(default_chunksize(n));
-  if (size == 0) throw std::invalid_argument("mproc: chunksize must be at least 1");
-  std::vector<std::size_t> firsts;
-  for (std::size_t first = 0; first < n; first += size) firsts.push_back(first);
-  auto job = std::make_shared<detail::MapJob<R>>(state, n, firsts);
-  std::vector<detail::Chunk> chunks;
-  chunks.reserve(firsts.size());
-  const auto invoker = detail::code_ref(reinterpret_cast<const void*>(&detail::map_chunk_thunk<Fn, T, Star>),
-                                        detail::type_fingerprint<detail::Invoker>());
-  for (std::size_t i = 0; i < firsts.size(); ++i) {
-    std::size_t count = std::min(size, n - firsts[i]);
-    chunks.push_back(detail::make_chunk(job, i, firsts[i], count, [&](detail::OutArchive& ar) {
-      ar(invoker);
-      detail::save_target(ar, fn);
-      detail::save_items(ar, input, firsts[i], count);
-    }));
-  }
-  core_->submit(std::move(chunks));
-  return AsyncResult<std::vector<R>>(state);
 }
 
 template <bool Unordered, class F, class In>

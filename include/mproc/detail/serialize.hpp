@@ -34,6 +34,8 @@ class OutArchive : public cereal::OutputArchive<OutArchive, cereal::AllowEmptyCl
  public:
   explicit OutArchive(std::string& out) : OutputArchive(this), out_(out) {}
   void saveBinary(const void* data, std::size_t n) { out_.append(static_cast<const char*>(data), n); }
+  /// The string written to, for bulk writes in place.
+  std::string& buffer() noexcept { return out_; }
 
  private:
   std::string& out_;
@@ -56,6 +58,14 @@ class InArchive : public cereal::InputArchive<InArchive, cereal::AllowEmptyClass
     left_ -= n;
   }
   std::size_t left() const noexcept { return left_; }
+  /// The next n bytes in place (checked as loadBinary is), for bulk reads without a copy.
+  const unsigned char* take(std::size_t n) {
+    if (n > left_) throw_truncated_payload(n, left_);
+    const unsigned char* p = p_;
+    p_ += n;
+    left_ -= n;
+    return p;
+  }
 
  private:
   const unsigned char* p_;
