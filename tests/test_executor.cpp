@@ -109,9 +109,6 @@ TEST_P(ExecutorTest, ShutdownWithCancelFuturesCancelsWhatDidNotStart) {
 }
 
 TEST_P(ExecutorTest, ACrashFailsOnlyItsFutureByDefault) {
-  if (GetParam() == "fork")
-    GTEST_SKIP() << "known bug, open: under fork a replacement worker forked from the pool's handler thread "
-                    "sometimes never answers (about 1 run in 3), so this hangs; the spawn and forkserver runs pass";
   mproc::ProcessPoolExecutor sut(opts());
   auto bad = sut.submit(die, 0);
   auto good = sut.submit(square, 5);

@@ -118,12 +118,14 @@ void pool_worker_main(Connection conn, std::int64_t maxtasks) {
 
 struct PoolCore::Impl {
   struct Worker {
+    Worker(Process p, Connection c) : proc(std::move(p)), conn(std::move(c)) {}
     Process proc;
     Connection conn;
     std::deque<Chunk> inflight;
     std::int64_t sent = 0;
     Clock::time_point running_since;  // of inflight.front()
     bool timed_out = false;
+    bool gone = false;  // a send found it dead; it takes nothing more
   };
 
   PoolConfig cfg;
@@ -149,14 +151,10 @@ struct PoolCore::Impl {
 
   void start_worker() {
     auto [parent_end, child_end] = Pipe();
-    auto w = std::make_unique<Worker>(Worker{
+    auto w = std::make_unique<Worker>(
         Process(ProcessOptions{.name = title + "-" + std::to_string(++worker_counter), .daemon = true, .context = cfg.context},
                 pool_worker_main, child_end, static_cast<std::int64_t>(cfg.maxtasksperchild)),
-        parent_end,
-        {},
-        0,
-        {},
-        false});
+        parent_end);
     w->proc.start();
     child_end.close();
     if (cfg.initializer) {
@@ -170,17 +168,34 @@ struct PoolCore::Impl {
     workers.push_back(std::move(w));
   }
 
+  // Hands c to w. When w is already gone (EOFError: it died, e.g. of the chunk before this one),
+  // the chunk never reached it: a task goes back to the front of the queue to run elsewhere, and
+  // w takes nothing more; its exit is handled when its EOF is read. (The chunk must not be lost
+  // with the failed send: a worker dying fast, as a fork child does, made its pipelined
+  // neighbour vanish and the caller wait forever.) An undelivered initializer stays with w: a
+  // worker that dies before its initializer ran would die again in every replacement.
   void send(Worker& w, Chunk c) {
     std::uint64_t id = next_id++;
     std::memcpy(c.bytes.data(), &id, 8);
     if (w.inflight.empty()) w.running_since = Clock::now();
-    w.conn.send_bytes(c.bytes);  // EOFError: the worker died; its EOF is handled when read
-    if (c.job) ++w.sent;
     w.inflight.push_back(std::move(c));
+    try {
+      w.conn.send_bytes(w.inflight.back().bytes);
+    } catch (const EOFError&) {
+      w.gone = true;
+      if (!w.inflight.back().job) return;
+      Chunk undelivered = std::move(w.inflight.back());
+      w.inflight.pop_back();
+      std::lock_guard lock(mu);
+      queue.push_front(std::move(undelivered));
+      return;
+    }
+    if (w.inflight.back().job) ++w.sent;
   }
 
   bool accepts(const Worker& w) const {
-    return w.inflight.size() < kDepth && !w.timed_out && (cfg.maxtasksperchild == 0 || w.sent < cfg.maxtasksperchild);
+    return w.inflight.size() < kDepth && !w.timed_out && !w.gone &&
+           (cfg.maxtasksperchild == 0 || w.sent < cfg.maxtasksperchild);
   }
 
   void fail(Chunk& c, std::exception_ptr e) {
@@ -350,11 +365,7 @@ struct PoolCore::Impl {
           c = std::move(queue.front());
           queue.pop_front();
         }
-        try {
-          send(*w, std::move(c));
-        } catch (const EOFError&) {
-          break;  // this worker is gone; the chunk is in its inflight list and is requeued on EOF
-        }
+        send(*w, std::move(c));
       }
     }
   }
