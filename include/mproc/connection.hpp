@@ -180,3 +180,6 @@ std::vector<int> wait(const std::vector<int>& fds, std::optional<seconds> timeou
 }  // namespace connection
 
 }  // namespace mproc
+
+// Listener and Client (Python: multiprocessing.connection.Listener / Client).
+#include "mproc/listener.hpp"  // IWYU pragma: export

@@ -60,6 +60,19 @@ class AuthenticationError : public ProcessError {
   using ProcessError::ProcessError;
 };
 
+/// Python: ConnectionError (ConnectionRefusedError, BrokenPipeError, ...): nobody listens at an
+/// address, or the server of a Connection went away (a manager server that died).
+class ConnectionError : public Error {
+ public:
+  using Error::Error;
+};
+
+/// Python: KeyError. A key that is not in a manager's dict.
+class KeyError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// Python: EOFError. The peer of a Connection closed its end; nothing more will arrive.
 class EOFError : public Error {
  public:

@@ -7,6 +7,7 @@
 #include "mproc/executor.hpp"
 #include "mproc/inherited.hpp"
 #include "mproc/init.hpp"
+#include "mproc/listener.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
 #include "mproc/queues.hpp"

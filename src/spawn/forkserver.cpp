@@ -20,22 +20,17 @@
 #include "reduction/wire.hpp"
 #include "spawn/spawn.hpp"
 #include "util/auth.hpp"
+#include "util/challenge.hpp"
 
 namespace mproc::detail {
 namespace {
 
-constexpr std::size_t kChallenge = 32;
+constexpr std::size_t kChallenge = challenge::kSize;
 constexpr std::uint32_t kForkRequest = 0x4b524f46;  // "FORK"
 constexpr std::size_t kMaxPassedFds = 200;          // with the fixed four, below SCM_MAX_FD (253)
-constexpr const char* kClientLabel = "mproc-forkserver-client:";
-constexpr const char* kServerLabel = "mproc-forkserver-server:";
-
-// Labels keep the two directions apart: an answer cannot be reflected back as the other's.
-Digest answer(const char* label, const unsigned char* challenge) {
-  std::string msg = label;
-  msg.append(reinterpret_cast<const char*>(challenge), kChallenge);
-  return hmac_sha256(authkey(), msg.data(), msg.size());
-}
+// The handshake's bytes are util/challenge's; these labels make its answers good for the fork
+// server only.
+constexpr challenge::Labels kLabels{"mproc-forkserver-client:", "mproc-forkserver-server:"};
 
 sockaddr_un abstract_address(const std::string& name, socklen_t& len) {
   sockaddr_un a{};
@@ -158,25 +153,26 @@ void reset_after_death(Client& c) {
 // Mutual challenge-response: the server proves itself as well, so a stranger listening on a
 // recycled address learns nothing and cannot answer for us.
 void handshake(Client& c) {
-  unsigned char buf[4 + kChallenge];
+  unsigned char buf[challenge::kHelloSize];
   ssize_t r = os::retry([&] { return ::recv(c.conn.get(), buf, sizeof buf, 0); });
-  if (r != static_cast<ssize_t>(sizeof buf) || std::memcmp(buf, "CHAL", 4) != 0) server_died(c, "authenticating");
-  unsigned char reply[32 + kChallenge];
-  auto a = answer(kClientLabel, buf + 4);
-  std::memcpy(reply, a.data(), 32);
-  std::string mine = random_bytes(kChallenge);
-  std::memcpy(reply + 32, mine.data(), kChallenge);
-  if (::send(c.conn.get(), reply, sizeof reply, MSG_NOSIGNAL) != static_cast<ssize_t>(sizeof reply))
+  std::string reply, mine;
+  if (r < 0 || challenge::reply(authkey(), kLabels, buf, static_cast<std::size_t>(r), reply, mine) != challenge::Outcome::ok)
     server_died(c, "authenticating");
-  unsigned char verdict[4 + 32];
+  if (::send(c.conn.get(), reply.data(), reply.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(reply.size()))
+    server_died(c, "authenticating");
+  unsigned char verdict[challenge::kVerdictSize];
   r = os::retry([&] { return ::recv(c.conn.get(), verdict, sizeof verdict, 0); });
-  if (r == 4 && std::memcmp(verdict, "FAIL", 4) == 0)
-    throw AuthenticationError("the fork server refused this process's key");
-  if (r != static_cast<ssize_t>(sizeof verdict) || std::memcmp(verdict, "OK..", 4) != 0)
-    server_died(c, "authenticating");
-  auto expect = answer(kServerLabel, reinterpret_cast<const unsigned char*>(mine.data()));
-  if (!equal_constant_time(expect.data(), verdict + 4, 32))
-    throw AuthenticationError("the fork server did not prove that it holds this program's key");
+  switch (r < 0 ? challenge::Outcome::malformed
+                : challenge::check_verdict(authkey(), kLabels, mine, verdict, static_cast<std::size_t>(r))) {
+    case challenge::Outcome::ok:
+      return;
+    case challenge::Outcome::refused:
+      throw AuthenticationError("the fork server refused this process's key");
+    case challenge::Outcome::unproven:
+      throw AuthenticationError("the fork server did not prove that it holds this program's key");
+    case challenge::Outcome::malformed:
+      server_died(c, "authenticating");
+  }
 }
 
 void ensure_connected(Client& c) {
@@ -292,20 +288,16 @@ void serve_request(Server& s, Peer& p) {
 }
 
 void serve_handshake(Server& s, Peer& p) {
-  unsigned char buf[32 + kChallenge];
+  unsigned char buf[challenge::kReplySize];
   ssize_t r = os::retry([&] { return ::recv(p.sock.get(), buf, sizeof buf, MSG_DONTWAIT); });
   if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-  auto expect = answer(kClientLabel, p.challenge);
-  if (r != static_cast<ssize_t>(sizeof buf) || !equal_constant_time(expect.data(), buf, 32)) {
-    ::send(p.sock.get(), "FAIL", 4, MSG_NOSIGNAL);
+  bool ok = false;
+  std::string v = challenge::verdict(authkey(), kLabels, p.challenge, buf, r < 0 ? 0 : static_cast<std::size_t>(r), ok);
+  ::send(p.sock.get(), v.data(), v.size(), MSG_NOSIGNAL);
+  if (!ok) {
     drop_peer(s, p.sock.get());
     return;
   }
-  unsigned char verdict[4 + 32];
-  std::memcpy(verdict, "OK..", 4);
-  auto a = answer(kServerLabel, buf + 32);
-  std::memcpy(verdict + 4, a.data(), 32);
-  ::send(p.sock.get(), verdict, sizeof verdict, MSG_NOSIGNAL);
   p.stage = Peer::ready;
 }
 
@@ -428,12 +420,8 @@ void forkserver_main(const std::string& framed, int listener, int alive) {
       if (fd >= 0 && s.peers.size() < 1024) {
         auto peer = std::make_unique<Peer>();
         peer->sock.reset(fd);
-        std::string ch = random_bytes(kChallenge);
-        std::memcpy(peer->challenge, ch.data(), kChallenge);
-        unsigned char hello[4 + kChallenge];
-        std::memcpy(hello, "CHAL", 4);
-        std::memcpy(hello + 4, peer->challenge, kChallenge);
-        ::send(fd, hello, sizeof hello, MSG_NOSIGNAL);
+        std::string hello = challenge::hello(peer->challenge);
+        ::send(fd, hello.data(), hello.size(), MSG_NOSIGNAL);
         s.peers.emplace(fd, std::move(peer));
       } else if (fd >= 0) {
         ::close(fd);
