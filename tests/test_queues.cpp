@@ -229,6 +229,18 @@ TEST(QueueBasics, ItemsLargerThanTheRingStreamThroughIt) {
   EXPECT_EQ(sut.qsize(), 0u);
 }
 
+TEST(QueueBasics, APutThatTimesOutInTheMiddleOfALargeItemLeavesNothingOfIt) {
+  mproc::Queue<std::string> sut(0, {.buffer_bytes = 64 << 10});
+  // Nobody gets: the ring fills with the first chunks, then the put gives the item up.
+  EXPECT_EQ(outcome([&] { sut.put(pattern(1 << 20, 1), 20ms); }), "Full");
+  EXPECT_FALSE(sut.empty());  // its first chunks are there...
+  EXPECT_EQ(sut.qsize(), 0u);  // ...but they are not an item
+  EXPECT_EQ(outcome([&] { sut.get(200ms); }), "Empty");  // it takes the chunks and drops them
+  EXPECT_TRUE(sut.empty());
+  sut.put("after");
+  EXPECT_EQ(sut.get(), "after");
+}
+
 TEST(QueueBasics, ManyThreadsPutAndGetEveryItemExactlyOnce) {
   constexpr int kProducers = 4, kConsumers = 4, kPer = 20000;
   mproc::Queue<int> sut(100);
