@@ -97,10 +97,19 @@ class AsyncResult {
   }
 
  private:
+  friend class Pool;
   value_type take() {
     std::lock_guard lock(s_->mu);
     if (s_->error) std::rethrow_exception(s_->error);
     return *s_->value;
+  }
+  /// get() of a result no one else can see and without callbacks (Pool::map's and apply's
+  /// own): the value is moved out instead of copied (a map of 1e6 items copied 8 MB).
+  value_type get_only() {
+    wait();
+    std::lock_guard lock(s_->mu);
+    if (s_->error) std::rethrow_exception(s_->error);
+    return std::move(*s_->value);
   }
   std::shared_ptr<detail::ResultState<R>> s_;
 };
@@ -172,7 +181,7 @@ class Pool {
   /// Python: apply(f, args). Blocks for the result.
   template <class F, class... Args>
   auto apply(F&& f, Args&&... args) {
-    return apply_async(std::forward<F>(f), std::forward<Args>(args)...).get();
+    return apply_async(std::forward<F>(f), std::forward<Args>(args)...).get_only();
   }
 
   template <class F, class... Args>
@@ -187,7 +196,7 @@ class Pool {
   /// Python: map(f, iterable, chunksize). Results in input order; the first error is thrown.
   template <class F, std::ranges::input_range In>
   auto map(F&& f, In&& items, std::optional<std::size_t> chunksize = std::nullopt) {
-    return map_async(std::forward<F>(f), std::forward<In>(items), chunksize).get();
+    return map_async(std::forward<F>(f), std::forward<In>(items), chunksize).get_only();
   }
   template <class F, std::ranges::input_range In>
   auto map_async(F&& f, In&& items, std::optional<std::size_t> chunksize = std::nullopt) {
@@ -203,7 +212,7 @@ class Pool {
   /// Python: starmap(f, iterable_of_tuples): f(*item) for each item.
   template <class F, std::ranges::input_range In>
   auto starmap(F&& f, In&& items, std::optional<std::size_t> chunksize = std::nullopt) {
-    return starmap_async(std::forward<F>(f), std::forward<In>(items), chunksize).get();
+    return starmap_async(std::forward<F>(f), std::forward<In>(items), chunksize).get_only();
   }
   template <class F, std::ranges::input_range In>
   auto starmap_async(F&& f, In&& items, std::optional<std::size_t> chunksize = std::nullopt) {

@@ -29,6 +29,9 @@ constexpr std::size_t kDepth = 2;  // chunks in flight per worker: one running, 
 // may itself be blocked sending a large result the handler is not reading. Only an idle worker
 // (reading, not writing) gets a large chunk.
 constexpr std::size_t kPipelineMax = 64 * 1024;
+// Buffers of answered chunks kept for the next chunks (take_buffer): freed, the large ones made
+// glibc trim the heap after every map and fault every page in again for the next one.
+constexpr std::size_t kSpareMin = 64 * 1024, kSpareBytes = 64u << 20, kSpareCount = 64;
 
 struct RemoteInfo {
   std::string type, what, worker, stack;
@@ -49,12 +52,13 @@ std::string method_title(const std::optional<Context>& ctx) {
 }  // namespace
 
 Chunk make_chunk(std::shared_ptr<JobBase> job, std::size_t index, std::size_t first, std::size_t count,
-                 const std::function<void(OutArchive&)>& save) {
+                 const std::function<void(OutArchive&)>& save, std::string buffer) {
   Chunk c;
   c.job = std::move(job);
   c.index = index;
   c.first_item = first;
   c.item_count = count;
+  c.bytes = std::move(buffer);
   c.bytes.assign(kChunkHeader, '\0');
   c.bytes[8] = static_cast<char>(ChunkKind::task);
   OutArchive ar(c.bytes);
@@ -139,6 +143,8 @@ struct PoolCore::Impl {
   std::vector<std::unique_ptr<Worker>> workers;  // the handler thread's after the constructor
   std::atomic<int> live_workers{0};
   std::vector<int> pids;  // snapshot for worker_pids(), under mu
+  std::vector<std::string> spare;  // under mu: see kSpareBytes
+  std::size_t spare_bytes = 0;
   std::thread handler;
   std::uint64_t next_id = 1;
   int worker_counter = 0;
@@ -212,6 +218,7 @@ struct PoolCore::Impl {
     Chunk c = std::move(w.inflight.front());
     w.inflight.pop_front();
     w.running_since = Clock::now();
+    recycle(std::move(c.bytes));  // answered: its bytes are not sent again
     const std::byte* data = msg.data() + kChunkHeader;
     std::size_t n = msg.size() - kChunkHeader;
     if (msg[8] == std::byte{1}) {
@@ -235,6 +242,14 @@ struct PoolCore::Impl {
       return;
     }
     fail(c, e);
+  }
+
+  void recycle(std::string&& bytes) {
+    if (bytes.capacity() < kSpareMin) return;
+    std::lock_guard lock(mu);
+    if (spare.size() >= kSpareCount || spare_bytes + bytes.capacity() > kSpareBytes) return;
+    spare_bytes += bytes.capacity();
+    spare.push_back(std::move(bytes));
   }
 
   void set_broken(std::exception_ptr e, const char*) {
@@ -542,6 +557,16 @@ void PoolCore::join() {
       throw Error("join() from a result callback would wait for itself");
     impl_->handler.join();
   }
+}
+
+std::string PoolCore::take_buffer() {
+  auto& m = *impl_;
+  std::lock_guard lock(m.mu);
+  if (m.spare.empty()) return {};
+  std::string b = std::move(m.spare.back());
+  m.spare.pop_back();
+  m.spare_bytes -= b.capacity();
+  return b;
 }
 
 int PoolCore::processes() const noexcept { return impl_->cfg.processes; }

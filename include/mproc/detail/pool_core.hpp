@@ -48,9 +48,10 @@ struct Chunk {
   int attempts = 0;
 };
 
-/// A chunk whose payload is written by save; the header is filled in at dispatch.
+/// A chunk whose payload is written by save; the header is filled in at dispatch. buffer: the
+/// string to write into (its capacity is reused; see PoolCore::take_buffer).
 Chunk make_chunk(std::shared_ptr<JobBase> job, std::size_t index, std::size_t first, std::size_t count,
-                 const std::function<void(OutArchive&)>& save);
+                 const std::function<void(OutArchive&)>& save, std::string buffer = {});
 
 struct PoolConfig {
   int processes = 1;
@@ -82,6 +83,9 @@ class PoolCore {
   void join();
   int processes() const noexcept;
   std::vector<int> worker_pids() const;
+  /// The buffer of an answered chunk (empty if none is kept), for make_chunk: a map's large
+  /// chunks then reuse memory instead of making the heap grow and shrink on every map.
+  std::string take_buffer();
 
  private:
   struct Impl;

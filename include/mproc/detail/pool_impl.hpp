@@ -218,7 +218,7 @@ AsyncResult<std::vector<R>> Pool::map_impl(F&& f, In&& items, std::optional<std:
         ar(invoker);
         detail::save_target(ar, fn);
         detail::save_range_items(ar, input, firsts[i], count);
-      }));
+      }, core_->take_buffer()));
     }
     core_->submit(std::move(chunks));
     return AsyncResult<std::vector<R>>(state);
