@@ -48,35 +48,67 @@ constexpr std::size_t kHeapPayloadMax = std::size_t{1} << 20;
 // memfds that nobody reads, where a stream is held back by the socket buffer.
 constexpr std::uint64_t kMaxUnreadSharedBytes = std::uint64_t{64} << 20;
 
+// Fresh memory is paid for page by page on first touch, and in a virtual machine a 4 KiB page
+// fault can cost more than copying the page (bench/connection.cpp: 60 MB/s into fresh 4 KiB
+// pages where 2 MiB pages take 2 GB/s on the same host). Large receive buffers therefore ask
+// for transparent huge pages (a hint: without THP nothing changes).
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+void advise_huge(void* p, std::size_t n) {
+  if (n < 2 * kHugePage) return;
+  auto first = (reinterpret_cast<std::uintptr_t>(p) + kHugePage - 1) & ~(kHugePage - 1);
+  auto last = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(kHugePage - 1);
+  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
+}
+
+// A vector of n bytes that will be overwritten at once: allocated untouched, hinted, then sized.
+std::vector<std::byte> vector_for(const std::byte* from, std::size_t n) {
+  std::vector<std::byte> v;
+  v.reserve(n);
+  advise_huge(v.data(), n);
+  if (from) v.assign(from, from + n);
+  else v.resize(n);
+  return v;
+}
+
 struct BufferAccess {
-  // Memory for a streamed payload of len bytes, none of it touched (so not zero-filled).
+  // Memory for a streamed payload of len bytes, not zero-filled. Up to kTrustedLength it is
+  // allocated at once (on the heap: malloc reuses it from message to message). Beyond, the
+  // address range is reserved without memory (PROT_NONE) and made usable a doubling step at a
+  // time as bytes arrive (commit()), so a lying header costs address space, not memory.
   static Buffer for_stream(std::size_t len) {
     Buffer b;
     if (len == 0) return b;
-    if (len <= kHeapPayloadMax) {
+    if (len <= kTrustedLength) {
       b.data_ = new std::byte[len];  // default-initialised: no zero fill
+      advise_huge(b.data_, len);
       b.kind_ = Buffer::Kind::heap;
       b.capacity_ = len;
     } else {
-      std::size_t cap = std::min(len, kTrustedLength);
-      void* p = ::mmap(nullptr, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      std::size_t span = len + kHugePage;  // room to align the start for huge pages
+      void* p = ::mmap(nullptr, span, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
       if (p == MAP_FAILED) throw std::bad_alloc();
-      b.data_ = static_cast<std::byte*>(p);
+      auto raw = reinterpret_cast<std::uintptr_t>(p);
+      auto start = (raw + kHugePage - 1) & ~(kHugePage - 1);
+      std::size_t reserved = (len + 4095) & ~std::size_t{4095};
+      if (start > raw) ::munmap(p, start - raw);
+      if (raw + span > start + reserved) ::munmap(reinterpret_cast<void*>(start + reserved), raw + span - start - reserved);
+      b.data_ = reinterpret_cast<std::byte*>(start);
       b.kind_ = Buffer::Kind::anonymous;
-      b.capacity_ = cap;
+      b.capacity_ = reserved;
+      ::madvise(b.data_, reserved, MADV_HUGEPAGE);
     }
     b.size_ = len;
     return b;
   }
-  static std::size_t capacity(const Buffer& b) { return b.capacity_; }
   static std::byte* data(Buffer& b) { return b.data_; }
-  // Doubles the room of an anonymous buffer (up to its size) without copying its bytes.
-  static void grow(Buffer& b) {
-    std::size_t cap = std::min(b.size_, b.capacity_ * 2);
-    void* p = ::mremap(b.data_, b.capacity_, cap, MREMAP_MAYMOVE);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    b.data_ = static_cast<std::byte*>(p);
-    b.capacity_ = cap;
+  // Makes at least `need` bytes of b writable, committing memory in doubling steps; returns how
+  // many bytes are writable now. Heap buffers are writable whole.
+  static std::size_t commit(Buffer& b, std::size_t usable, std::size_t need) {
+    if (b.kind_ != Buffer::Kind::anonymous) return b.size_;
+    if (need <= usable) return usable;
+    std::size_t want = std::min(b.capacity_, std::max({need, usable * 2, kTrustedLength}));
+    if (::mprotect(b.data_ + usable, want - usable, PROT_READ | PROT_WRITE) != 0) throw std::bad_alloc();
+    return want;
   }
   static Buffer adopt_mapping(os::Mapping m) {
     Buffer b;
@@ -113,6 +145,7 @@ struct ConnectionImpl {
   bool readable = false;
   bool writable = false;
   bool unix_socket = false;  // can carry descriptors, so shared-memory frames
+  bool is_socket = false;    // sends with MSG_NOSIGNAL: a closed peer is an error, not SIGPIPE (TCP too)
   std::size_t max_message = std::size_t{1} << 30;
   std::size_t shm_threshold = Connection::kSharedMemoryThreshold;
   // Bytes read ahead of the current frame, so a small message costs one read() call.
@@ -235,9 +268,12 @@ struct ConnectionImpl {
     return out;
   }
 
-  // The payload of h, in memory of its own.
-  Buffer read_payload(Header& h) {
-    if (h.memfd) {
+  // The payload of h, in memory of its own. A shared-memory payload is mapped when map_shared
+  // or when it is large; otherwise it is copied out with pread into heap memory, which malloc
+  // reuses: mmap + munmap per message costs more than copying a few MiB (munmap flushes TLBs,
+  // with inter-processor interrupts that are slow in a virtual machine).
+  Buffer read_payload(Header& h, bool map_shared = false) {
+    if (h.memfd && (map_shared || h.length > kTrustedLength)) {
       // MAP_SHARED read-only, populated at once: the pages exist already (the sender wrote
       // them), so this only builds page tables; the seals make the mapping safe to read.
       os::Mapping m(h.memfd.get(), h.length, PROT_READ, MAP_SHARED | MAP_POPULATE);
@@ -245,12 +281,17 @@ struct ConnectionImpl {
       return BufferAccess::adopt_mapping(std::move(m));
     }
     Buffer b = BufferAccess::for_stream(h.length);
+    if (h.memfd) {
+      read_payload_into(h, BufferAccess::data(b));
+      return b;
+    }
     std::size_t have = std::min(h.length, buffered());
+    std::size_t usable = BufferAccess::commit(b, 0, have);
     if (have) std::memcpy(BufferAccess::data(b), rbuf.data() + rbeg, have);
     rbeg += have;
     while (have < h.length) {
-      if (have == BufferAccess::capacity(b)) BufferAccess::grow(b);
-      std::size_t r = read_some(BufferAccess::data(b) + have, BufferAccess::capacity(b) - have);
+      usable = BufferAccess::commit(b, usable, have + 1);
+      std::size_t r = read_some(BufferAccess::data(b) + have, std::min(usable, h.length) - have);
       if (r == 0) fail_truncated(have, h.length);
       have += r;
     }
@@ -289,7 +330,7 @@ struct ConnectionImpl {
   void write_iov(iovec* iov, int n) {
     while (n > 0) {
       ssize_t w;
-      if (unix_socket) {
+      if (is_socket) {
         msghdr m{};
         m.msg_iov = iov;
         m.msg_iovlen = static_cast<std::size_t>(n);
@@ -405,7 +446,8 @@ Connection::Connection(int fd, bool readable, bool writable) : impl_(std::make_s
   socklen_t len = sizeof domain;
   bool is_unix = ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 && domain == AF_UNIX;
   len = sizeof type;
-  impl_->unix_socket = is_unix && ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+  impl_->is_socket = ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0;
+  impl_->unix_socket = is_unix && impl_->is_socket && type == SOCK_STREAM;
 }
 
 detail::ConnectionImpl& Connection::impl() const {
@@ -473,7 +515,7 @@ Buffer Connection::recv_buffer(std::optional<std::size_t> maxlength) {
     return std::move(f->payload);
   }
   detail::Header h = c.next_header();
-  Buffer b = c.read_payload(h);
+  Buffer b = c.read_payload(h, /*map_shared=*/true);
   if (maxlength && b.size() > *maxlength) {
     auto e = too_long(b.size());
     c.pending = detail::Frame{h.type, std::move(b)};
@@ -487,12 +529,12 @@ std::vector<std::byte> Connection::recv_bytes(std::optional<std::size_t> maxleng
   if (!c.readable) throw Error("the connection is write-only");
   if (c.pending) {
     Buffer b = recv_buffer(maxlength);
-    return std::vector<std::byte>(b.begin(), b.end());
+    return detail::vector_for(b.data(), b.size());
   }
   detail::Header h = c.next_header();
-  if ((maxlength && h.length > *maxlength) || h.memfd || h.length > detail::kTrustedLength) {
-    // Kept (too long), mapped (shared memory: one copy out of the mapping) or longer than a
-    // header is trusted with (memory grows as bytes arrive, then one copy): through a Buffer.
+  if ((maxlength && h.length > *maxlength) || h.length > detail::kTrustedLength) {
+    // Kept (too long), or longer than a header is trusted with (memory grows as bytes arrive,
+    // or the memfd is mapped; then one copy): through a Buffer.
     Buffer b = c.read_payload(h);
     if (maxlength && b.size() > *maxlength) {
       auto n = b.size();
@@ -500,16 +542,16 @@ std::vector<std::byte> Connection::recv_bytes(std::optional<std::size_t> maxleng
       throw ProtocolError("recv_bytes: message of " + std::to_string(n) + " bytes is longer than maxlength " +
                           std::to_string(*maxlength) + "; it is kept");
     }
-    return std::vector<std::byte>(b.begin(), b.end());
+    return detail::vector_for(b.data(), b.size());
   }
-  if (c.buffered() >= h.length) {  // a small message: one copy out of the read-ahead buffer
+  if (!h.memfd && c.buffered() >= h.length) {  // a small message: one copy out of the read-ahead buffer
     const auto* p = reinterpret_cast<const std::byte*>(c.rbuf.data() + c.rbeg);
     std::vector<std::byte> v(p, p + h.length);
     c.rbeg += h.length;
     c.end_frame();
     return v;
   }
-  std::vector<std::byte> v(h.length);  // std::vector zero-fills; at most kTrustedLength bytes
+  std::vector<std::byte> v = detail::vector_for(nullptr, h.length);  // zero-filled (std::vector); at most kTrustedLength
   c.read_payload_into(h, v.data());
   return v;
 }

@@ -1,11 +1,16 @@
 // Pipe / Connection (Python: multiprocessing.Pipe, multiprocessing.connection): typed and raw
 // messages, buffers, poll and wait, one-way pipes, closing, hostile bytes on the channel, and
 // connections handed to child processes under every start method.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <mproc/mproc.hpp>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <atomic>
+#include <fstream>
 
 #include <algorithm>
 #include <chrono>
@@ -115,6 +120,22 @@ class RawPeer {
       done += static_cast<std::size_t>(w);
     }
   }
+  // Writes bytes in one sendmsg with the descriptors as SCM_RIGHTS (they stay open here).
+  void write_with_fds(const std::string& bytes, std::vector<int> fds) {
+    std::vector<char> control(CMSG_SPACE(sizeof(int) * fds.size()));
+    iovec iov{const_cast<char*>(bytes.data()), bytes.size()};
+    msghdr m{};
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = control.data();
+    m.msg_controllen = control.size();
+    cmsghdr* c = CMSG_FIRSTHDR(&m);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * fds.size());
+    std::memcpy(CMSG_DATA(c), fds.data(), sizeof(int) * fds.size());
+    if (::sendmsg(raw_, &m, MSG_NOSIGNAL) != static_cast<ssize_t>(bytes.size())) throw std::runtime_error("sendmsg failed");
+  }
   void close_writer() {
     if (raw_ >= 0) ::close(raw_);
     raw_ = -1;
@@ -125,6 +146,42 @@ class RawPeer {
  private:
   int raw_ = -1;
 };
+
+// A message of n bytes whose every byte depends on its position and on seed.
+std::string patterned(std::size_t n, unsigned seed = 0) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + (i >> 13) + seed) & 0xff);
+  return s;
+}
+
+std::string text_of(const mproc::Buffer& b) { return std::string(b.view()); }
+
+// Open descriptors and mappings of payload memfds in this process, to show that none is left.
+std::size_t count_open_fds() {
+  std::size_t n = 0;
+  for (int fd = 0; fd < 4096; ++fd) n += ::fcntl(fd, F_GETFD) != -1;
+  return n;
+}
+std::size_t count_message_mappings() {
+  std::ifstream maps("/proc/self/maps");
+  std::size_t n = 0;
+  for (std::string line; std::getline(maps, line);) n += line.find("memfd:mproc-message") != std::string::npos;
+  return n;
+}
+
+// The flag word of a frame whose payload is a memfd (the high half of the version word).
+constexpr std::uint32_t kVersionInMemfd = kVersion | (1u << 16);
+
+// A memfd holding bytes with the given seals (0: none; -1: created without MFD_ALLOW_SEALING).
+int memfd_holding(const std::string& bytes, int seals) {
+  int fd = ::memfd_create("mproc-message", MFD_CLOEXEC | (seals >= 0 ? MFD_ALLOW_SEALING : 0u));
+  if (fd < 0) throw std::runtime_error("memfd_create");
+  if (!bytes.empty() && ::write(fd, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size()))
+    throw std::runtime_error("write memfd");
+  if (seals > 0 && ::fcntl(fd, F_ADD_SEALS, seals) != 0) throw std::runtime_error("seal memfd");
+  return fd;
+}
+constexpr int kAllSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL;
 
 long max_rss_kib() {
   rusage u{};
@@ -793,6 +850,376 @@ TEST(ConnectionHostile, TheProcessKeepsWorkingAfterMalformedPayloads) {
 }
 
 // ----------------------------------------------------------------------------------------------
+// Large messages: through shared memory on sockets, streamed on pipes
+
+TEST(ConnectionLarge, TheDefaultThresholdIsOneMiBAndCanBeChanged) {
+  auto [a, b] = mproc::Pipe();
+  EXPECT_EQ(a.shared_memory_threshold(), mproc::Connection::kSharedMemoryThreshold);
+  EXPECT_EQ(mproc::Connection::kSharedMemoryThreshold, std::size_t{1} << 20);
+  a.set_shared_memory_threshold(4096);
+  EXPECT_EQ(a.shared_memory_threshold(), 4096u);
+}
+
+TEST(ConnectionLarge, AMessageOfTheThresholdSizeGoesThroughSharedMemoryAndASmallerOneDoesNot) {
+  auto [a, b] = mproc::Pipe();
+  a.set_shared_memory_threshold(1000);
+  auto below = patterned(999, 1), at = patterned(1000, 2), above = patterned(5000, 3);
+  a.send_bytes(std::string_view(below));
+  a.send_bytes(std::string_view(at));
+  a.send_bytes(std::string_view(above));
+  auto r1 = b.recv_buffer(), r2 = b.recv_buffer(), r3 = b.recv_buffer();
+  EXPECT_FALSE(r1.is_shared_memory());
+  EXPECT_TRUE(r2.is_shared_memory());
+  EXPECT_TRUE(r3.is_shared_memory());
+  EXPECT_EQ(text_of(r1), below);
+  EXPECT_EQ(text_of(r2), at);
+  EXPECT_EQ(text_of(r3), above);
+}
+
+TEST(ConnectionLarge, EveryReceiveCallReturnsTheExactBytesOfASharedMemoryMessage) {
+  auto [a, b] = mproc::Pipe();
+  const std::string big = patterned(3u << 20, 7);
+  a.send_bytes(std::string_view(big));
+  a.send_bytes(std::string_view(big));
+  a.send_bytes(std::string_view(big));
+  a.send(big);
+  EXPECT_TRUE(text_of(b.recv_bytes()) == big);
+  std::string into(big.size() + 10, '.');
+  EXPECT_EQ(b.recv_bytes_into(std::as_writable_bytes(std::span(into)), 10), big.size());
+  EXPECT_TRUE(into.substr(10) == big);
+  EXPECT_EQ(into.substr(0, 10), std::string(10, '.'));
+  auto buf = b.recv_buffer();
+  EXPECT_TRUE(buf.is_shared_memory());
+  EXPECT_TRUE(text_of(buf) == big);
+  EXPECT_TRUE(b.recv<std::string>() == big);
+}
+
+TEST(ConnectionLarge, SmallAndLargeMessagesInterleavedArriveInOrder) {
+  // Descriptors arrive with whatever bytes one read returns; each must go to its own frame.
+  auto [a, b] = mproc::Pipe();
+  a.set_shared_memory_threshold(300);
+  std::vector<std::string> sent;
+  for (unsigned i = 0; i < 200; ++i) sent.push_back(patterned(i % 3 == 0 ? 250 + i * 7 : 3 + i, i));
+  std::thread sender([&, &a = a] {
+    for (const auto& m : sent) a.send_bytes(std::string_view(m));
+  });
+  std::vector<std::string> got;
+  for (std::size_t i = 0; i < sent.size(); ++i) got.push_back(text_of(b.recv_bytes()));
+  sender.join();
+  EXPECT_TRUE(got == sent);
+}
+
+TEST(ConnectionLarge, ALargeTypedValueArrivesIntact) {
+  auto [a, b] = mproc::Pipe();
+  std::vector<std::int64_t> v(1u << 20);
+  for (std::size_t i = 0; i < v.size(); ++i) v[i] = static_cast<std::int64_t>(i * i) - 12345;
+  a.send(v);
+  EXPECT_TRUE(b.recv<std::vector<std::int64_t>>() == v);
+}
+
+TEST(ConnectionLarge, ASharedMemoryMessageOfTheWrongTypeIsKeptForRecvBytes) {
+  auto [a, b] = mproc::Pipe();
+  const std::string big = patterned(2u << 20);
+  a.send(big);
+  EXPECT_THROW(b.recv<int>(), mproc::TypeMismatchError);
+  EXPECT_TRUE(b.poll());
+  EXPECT_TRUE(b.recv<std::string>() == big);
+}
+
+TEST(ConnectionLarge, ASharedMemoryMessageThatDoesNotFitIsKept) {
+  auto [a, b] = mproc::Pipe();
+  const std::string big = patterned(2u << 20);
+  a.send_bytes(std::string_view(big));
+  std::vector<std::byte> small(100);
+  EXPECT_THROW(b.recv_bytes_into(small), mproc::BufferTooShort);
+  EXPECT_THROW(b.recv_buffer(1000), mproc::ProtocolError);
+  EXPECT_THROW(b.recv_bytes(1000), mproc::ProtocolError);
+  EXPECT_TRUE(text_of(b.recv_bytes()) == big);
+}
+
+TEST(ConnectionLarge, TurningTheThresholdOffStreamsEveryMessage) {
+  auto [a, b] = mproc::Pipe();
+  a.set_shared_memory_threshold(std::numeric_limits<std::size_t>::max());
+  const std::string big = patterned(4u << 20);
+  std::thread sender([&, &a = a] { a.send_bytes(std::string_view(big)); });
+  auto buf = b.recv_buffer();
+  sender.join();
+  EXPECT_FALSE(buf.is_shared_memory());
+  EXPECT_TRUE(text_of(buf) == big);
+}
+
+TEST(ConnectionLarge, AOneWayPipeIsASocketAndCarriesSharedMemory) {
+  // Python's Pipe(duplex=False) is an os.pipe(); mproc's is a socket pair, so it takes the fast path.
+  auto [r, w] = mproc::Pipe(false);
+  const std::string big = patterned(2u << 20);
+  w.send_bytes(std::string_view(big));
+  auto buf = r.recv_buffer();
+  EXPECT_TRUE(buf.is_shared_memory());
+  EXPECT_TRUE(text_of(buf) == big);
+}
+
+TEST(ConnectionLarge, APlainPipeStreamsLargeMessagesIntact) {
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  mproc::Connection r(p[0], true, false), w(p[1], false, true);
+  const std::string big = patterned(20u << 20, 5);  // past the 16 MiB a header is trusted with
+  std::thread sender([&] {
+    w.send_bytes(std::string_view(big));
+    w.send_bytes(std::string_view(big));
+    w.send(big);
+    w.send_bytes(std::string_view(big));
+  });
+  auto buf = r.recv_buffer();
+  EXPECT_FALSE(buf.is_shared_memory());
+  EXPECT_TRUE(text_of(buf) == big);
+  EXPECT_TRUE(text_of(r.recv_bytes()) == big);
+  EXPECT_TRUE(r.recv<std::string>() == big);
+  std::string into(big.size(), '\0');
+  EXPECT_EQ(r.recv_bytes_into(std::as_writable_bytes(std::span(into))), big.size());
+  sender.join();
+  EXPECT_TRUE(into == big);
+}
+
+TEST(ConnectionLarge, ABufferOwnsItsBytesAfterTheConnectionIsGone) {
+  mproc::Buffer buf;
+  const std::string big = patterned(2u << 20);
+  {
+    auto [a, b] = mproc::Pipe();
+    a.send_bytes(std::string_view(big));
+    buf = b.recv_buffer();
+  }
+  EXPECT_TRUE(text_of(buf) == big);
+  mproc::Buffer moved = std::move(buf);
+  EXPECT_TRUE(buf.empty());
+  EXPECT_TRUE(text_of(moved) == big);
+  moved.reset();
+  EXPECT_EQ(moved.size(), 0u);
+}
+
+TEST(ConnectionLarge, ReceivingLeavesNoDescriptorOrMappingBehindOnAnyPath) {
+  const std::size_t fds_before = count_open_fds(), maps_before = count_message_mappings();
+  {
+    auto [a, b] = mproc::Pipe();
+    const std::string big = patterned(2u << 20);
+    for (int i = 0; i < 6; ++i) a.send_bytes(std::string_view(big));
+    a.send(big);
+    (void)b.recv_bytes();
+    std::string into(big.size(), '\0');
+    (void)b.recv_bytes_into(std::as_writable_bytes(std::span(into)));
+    { auto buf = b.recv_buffer(); }
+    EXPECT_THROW(b.recv<int>(), mproc::TypeMismatchError);            // kept as pending
+    EXPECT_THROW(b.recv<std::vector<int>>(), mproc::TypeMismatchError);  // still pending
+    (void)b.recv_bytes();
+    EXPECT_THROW(b.recv<std::vector<std::int64_t>>(), mproc::TypeMismatchError);
+    // The pending message and the last two are never read: closing must release them.
+  }
+  EXPECT_EQ(count_open_fds(), fds_before);
+  EXPECT_EQ(count_message_mappings(), maps_before);
+}
+
+TEST(ConnectionLarge, AWriterFarAheadOfItsReaderWaitsForIt) {
+  // Back-pressure: a memfd frame takes 24 bytes of the socket buffer, so without a limit a
+  // writer could leave any amount of memory in unread messages.
+  auto [a, b] = mproc::Pipe();
+  const std::string big = patterned(24u << 20);
+  std::atomic<int> sent{0};
+  std::thread sender([&, &a = a] {
+    for (int i = 0; i < 5; ++i) {
+      a.send_bytes(std::string_view(big));
+      ++sent;
+    }
+  });
+  while (sent.load() < 2) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(100ms);  // room to run ahead, were it allowed to
+  EXPECT_LE(sent.load(), 3) << "the writer ran far more than 64 MiB ahead of a reader that read nothing";
+  for (int i = 0; i < 5; ++i) EXPECT_TRUE(text_of(b.recv_buffer()) == big);
+  sender.join();
+  EXPECT_EQ(sent.load(), 5);
+}
+
+// ----------------------------------------------------------------------------------------------
+// Hostile shared-memory frames (forged on a raw socket)
+
+std::string memfd_header(std::uint64_t length, std::uint64_t type = 0) { return header(type, length, kMagic, kVersionInMemfd); }
+
+void expect_protocol_error(mproc::Connection& conn, const std::string& fragment) {
+  try {
+    (void)conn.recv_bytes();
+    FAIL() << "expected ProtocolError mentioning '" << fragment << "'";
+  } catch (const mproc::ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+TEST(ConnectionHostileSharedMemory, AForgedButCorrectFrameIsAccepted) {
+  // The baseline for the tests below: the layout they forge is the real one.
+  RawPeer peer;
+  const std::string body = patterned(5000);
+  int m = memfd_holding(body, kAllSeals);
+  peer.write_with_fds(memfd_header(body.size()), {m});
+  ::close(m);
+  auto buf = peer.conn.recv_buffer();
+  EXPECT_TRUE(buf.is_shared_memory());
+  EXPECT_TRUE(text_of(buf) == body);
+}
+
+TEST(ConnectionHostileSharedMemory, ADescriptorThatIsNotAMemfdIsRefusedAndTheNextMessageStillArrives) {
+  RawPeer peer;
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  peer.write_with_fds(memfd_header(10), {p[0]});
+  peer.write(header(0, 2) + "ok");
+  ::close(p[0]);
+  ::close(p[1]);
+  expect_protocol_error(peer.conn, "not a memfd: it is a pipe");
+  EXPECT_EQ(text_of(peer.conn.recv_bytes()), "ok");
+}
+
+TEST(ConnectionHostileSharedMemory, ARegularFileIsRefused) {
+  RawPeer peer;
+  int f = ::open("/tmp", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (f < 0) GTEST_SKIP() << "no O_TMPFILE here";
+  ASSERT_EQ(::write(f, "0123456789", 10), 10);
+  peer.write_with_fds(memfd_header(10), {f});
+  ::close(f);
+  try {
+    (void)peer.conn.recv_bytes();
+    FAIL() << "expected ProtocolError";
+  } catch (const mproc::ProtocolError& e) {
+    // On disk: no seals at all. On tmpfs: a file born with F_SEAL_SEAL and nothing else.
+    std::string what = e.what();
+    EXPECT_TRUE(what.find("not a memfd") != std::string::npos || what.find("lacks F_SEAL_WRITE") != std::string::npos) << what;
+  }
+}
+
+TEST(ConnectionHostileSharedMemory, AnUnsealedMemfdIsRefused) {
+  RawPeer peer;
+  int m = memfd_holding("0123456789", 0);
+  peer.write_with_fds(memfd_header(10), {m});
+  ::close(m);
+  expect_protocol_error(peer.conn, "lacks F_SEAL_WRITE, F_SEAL_SHRINK, F_SEAL_GROW");
+}
+
+TEST(ConnectionHostileSharedMemory, AMemfdThatCannotBeSealedIsRefused) {
+  RawPeer peer;
+  int m = memfd_holding("0123456789", -1);
+  peer.write_with_fds(memfd_header(10), {m});
+  ::close(m);
+  expect_protocol_error(peer.conn, "lacks F_SEAL_WRITE");
+}
+
+TEST(ConnectionHostileSharedMemory, AMemfdItsSenderCanStillWriteIsRefused) {
+  RawPeer peer;
+  int m = memfd_holding("0123456789", F_SEAL_SHRINK | F_SEAL_GROW);
+  peer.write_with_fds(memfd_header(10), {m});
+  ::close(m);
+  expect_protocol_error(peer.conn, "lacks F_SEAL_WRITE");
+}
+
+TEST(ConnectionHostileSharedMemory, ASizeThatDiffersFromTheHeaderIsRefused) {
+  RawPeer peer;
+  int m = memfd_holding(patterned(100), kAllSeals);
+  peer.write_with_fds(memfd_header(200), {m});
+  peer.write_with_fds(memfd_header(50), {m});
+  ::close(m);
+  expect_protocol_error(peer.conn, "holds 100 bytes where the frame announces 200");
+  expect_protocol_error(peer.conn, "holds 100 bytes where the frame announces 50");
+}
+
+TEST(ConnectionHostileSharedMemory, AnEmptySharedMemoryFrameIsRefused) {
+  RawPeer peer;
+  int m = memfd_holding("", kAllSeals);
+  peer.write_with_fds(memfd_header(0), {m});
+  ::close(m);
+  expect_protocol_error(peer.conn, "announces 0 bytes");
+}
+
+TEST(ConnectionHostileSharedMemory, ASharedMemoryHeaderWithoutADescriptorBreaksTheConnection) {
+  RawPeer peer;
+  peer.write(memfd_header(10));
+  peer.write(header(0, 2) + "ok");
+  expect_protocol_error(peer.conn, "no descriptor came with it");
+  EXPECT_THROW(peer.conn.recv_bytes(), mproc::ProtocolError);
+}
+
+TEST(ConnectionHostileSharedMemory, ADescriptorWithoutASharedMemoryHeaderBreaksTheConnection) {
+  const std::size_t fds_before = count_open_fds();
+  {
+    RawPeer peer;
+    int m = memfd_holding("abc", kAllSeals);
+    peer.write_with_fds(header(0, 3) + "abc", {m});
+    ::close(m);
+    peer.write(header(0, 2) + "ok");
+    expect_protocol_error(peer.conn, "a descriptor arrived that no frame announced");
+    EXPECT_THROW(peer.conn.recv_bytes(), mproc::ProtocolError);
+  }
+  EXPECT_EQ(count_open_fds(), fds_before);
+}
+
+TEST(ConnectionHostileSharedMemory, ADescriptorBeforeThePeerClosesIsAProtocolErrorNotEof) {
+  RawPeer peer;
+  int m = memfd_holding("abc", kAllSeals);
+  peer.write_with_fds(header(0, 3) + "abc", {m});
+  ::close(m);
+  peer.close_writer();
+  expect_protocol_error(peer.conn, "a descriptor arrived that no frame announced");
+}
+
+TEST(ConnectionHostileSharedMemory, TwoDescriptorsWithOneHeaderBreakTheConnection) {
+  RawPeer peer;
+  int m1 = memfd_holding("0123456789", kAllSeals), m2 = memfd_holding("0123456789", kAllSeals);
+  peer.write_with_fds(memfd_header(10), {m1, m2});
+  ::close(m1);
+  ::close(m2);
+  expect_protocol_error(peer.conn, "2 descriptors came with one message");
+}
+
+TEST(ConnectionHostileSharedMemory, ATruncatedSharedMemoryHeaderIsAProtocolError) {
+  const std::size_t fds_before = count_open_fds();
+  {
+    RawPeer peer;
+    int m = memfd_holding("0123456789", kAllSeals);
+    peer.write_with_fds(memfd_header(10).substr(0, 11), {m});
+    ::close(m);
+    peer.close_writer();
+    expect_protocol_error(peer.conn, "truncated");
+  }
+  EXPECT_EQ(count_open_fds(), fds_before);
+}
+
+TEST(ConnectionHostileSharedMemory, UnknownFlagsAreAProtocolError) {
+  RawPeer peer;
+  peer.write(header(0, 1, kMagic, kVersion | (0x80u << 16)) + "x");
+  expect_protocol_error(peer.conn, "unknown flags");
+}
+
+TEST(ConnectionHostileSharedMemory, APlainPipeRefusesASharedMemoryHeader) {
+  int p[2];
+  ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+  mproc::Connection r(p[0], true, false);
+  std::string h = memfd_header(10);
+  ASSERT_EQ(::write(p[1], h.data(), h.size()), static_cast<ssize_t>(h.size()));
+  ::close(p[1]);
+  expect_protocol_error(r, "cannot carry it");
+}
+
+TEST(ConnectionHostileSharedMemory, AReaderThatThrowsOnAMappedPayloadLeaksNothing) {
+  const std::size_t fds_before = count_open_fds(), maps_before = count_message_mappings();
+  {
+    RawPeer peer;
+    std::string bad;
+    append_pod(bad, std::uint64_t{1} << 40);  // a vector claiming 2^40 elements
+    bad += patterned(2u << 20);
+    int m = memfd_holding(bad, kAllSeals);
+    peer.write_with_fds(memfd_header(bad.size(), mproc::detail::type_fingerprint<std::vector<int>>()), {m});
+    ::close(m);
+    EXPECT_THROW(peer.conn.recv<std::vector<int>>(), mproc::ProtocolError);
+  }
+  EXPECT_EQ(count_open_fds(), fds_before);
+  EXPECT_EQ(count_message_mappings(), maps_before);
+}
+
+// ----------------------------------------------------------------------------------------------
 // Connections passed to child processes, under every start method
 
 void child_echo(mproc::Connection conn) {
@@ -815,6 +1242,25 @@ void child_loopback(mproc::Connection x1, mproc::Connection x2, mproc::Connectio
 }
 
 void child_does_nothing(mproc::Connection) {}
+
+// Receives a large message each way it can and sends back what it saw, also large.
+void child_large_echo(mproc::Connection conn) {
+  auto raw = conn.recv_bytes();
+  auto buf = conn.recv_buffer();
+  auto typed = conn.recv<std::vector<std::uint32_t>>();
+  std::string into(raw.size(), '\0');
+  std::size_t n = conn.recv_bytes_into(std::as_writable_bytes(std::span(into)));
+  conn.send(std::make_tuple(buf.is_shared_memory(), n));
+  conn.send_bytes(raw);
+  conn.send_bytes(buf.span());
+  for (auto& x : typed) x = ~x;
+  conn.send(typed);
+  conn.send_bytes(std::string_view(into));
+}
+
+void child_sends_big_one_way(mproc::Connection conn, std::uint64_t n) {
+  conn.send_bytes(std::string_view(patterned(n, 9)));
+}
 
 void child_sends_big(mproc::Connection conn, std::uint64_t n) {
   std::vector<std::uint8_t> v(n);
@@ -877,6 +1323,61 @@ TEST_P(ConnectionInChild, TheParentSeesEofWhenTheChildExits) {
   EXPECT_THROW(parent.recv<int>(), mproc::EOFError);  // returns once the child's copy is gone
   p.join();
   EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(ConnectionInChild, LargeMessagesCrossBothWaysThroughSharedMemoryWithExactBytes) {
+  auto [parent, child] = mproc::Pipe();
+  auto p = ctx().Process(child_large_echo, child);
+  p.start();
+  child.close();
+  const std::string big = patterned(3u << 20, 11);
+  std::vector<std::uint32_t> words(1u << 20);
+  for (std::size_t i = 0; i < words.size(); ++i) words[i] = static_cast<std::uint32_t>(i * 2654435761u);
+  parent.send_bytes(std::string_view(big));
+  parent.send_bytes(std::string_view(big));
+  parent.send(words);
+  parent.send_bytes(std::string_view(big));
+  EXPECT_EQ((parent.recv<std::tuple<bool, std::size_t>>()), std::make_tuple(true, big.size()));
+  auto raw = parent.recv_buffer();
+  EXPECT_TRUE(raw.is_shared_memory());
+  EXPECT_TRUE(text_of(raw) == big);
+  EXPECT_TRUE(text_of(parent.recv_bytes()) == big);
+  auto back = parent.recv<std::vector<std::uint32_t>>();
+  ASSERT_EQ(back.size(), words.size());
+  bool inverted = true;
+  for (std::size_t i = 0; i < words.size(); ++i) inverted = inverted && back[i] == ~words[i];
+  EXPECT_TRUE(inverted);
+  EXPECT_TRUE(text_of(parent.recv_bytes()) == big);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+}
+
+TEST_P(ConnectionInChild, TheChildKeepsTheThresholdOfItsEnd) {
+  auto [r, w] = mproc::Pipe(false);
+  w.set_shared_memory_threshold(std::numeric_limits<std::size_t>::max());
+  const std::uint64_t n = 2u << 20;
+  auto p = ctx().Process(child_sends_big_one_way, w, n);
+  p.start();
+  w.close();
+  auto buf = r.recv_buffer();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_FALSE(buf.is_shared_memory());
+  EXPECT_TRUE(text_of(buf) == patterned(n, 9));
+}
+
+TEST_P(ConnectionInChild, ALargeMessageThroughAOneWayPipeUsesSharedMemory) {
+  auto [r, w] = mproc::Pipe(false);
+  const std::uint64_t n = 5u << 20;
+  auto p = ctx().Process(child_sends_big_one_way, w, n);
+  p.start();
+  w.close();
+  auto buf = r.recv_buffer();
+  p.join();
+  EXPECT_EQ(p.exitcode(), 0);
+  EXPECT_TRUE(buf.is_shared_memory());
+  EXPECT_TRUE(text_of(buf) == patterned(n, 9));
+  EXPECT_THROW(r.recv_bytes(), mproc::EOFError);
 }
 
 TEST_P(ConnectionInChild, ALargeMessageFromTheChildArrivesIntact) {

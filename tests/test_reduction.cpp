@@ -4,6 +4,9 @@
 // a huge allocation or a call.
 #include <gtest/gtest.h>
 #include <mproc/mproc.hpp>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
@@ -28,6 +31,9 @@
 #include <utility>
 #include <variant>
 #include <vector>
+
+#include "reduction/shm_payload.hpp"
+#include "reduction/wire.hpp"
 
 namespace {
 
@@ -607,6 +613,120 @@ TEST_F(FunctionIdentity, ATruncatedOrPaddedTaskIsRefusedWithoutCallingAnything) 
   std::string padded = good + "x";
   EXPECT_THROW(mproc::detail::run_saved_task(padded.data(), padded.size(), nullptr), mproc::ProtocolError);
   EXPECT_EQ(g_calls, 0);
+}
+
+// ----------------------------------------------------------------------------------------------
+// The frame header (white-box: src/reduction/wire.hpp) and the shared-memory flag
+
+std::string raw_header(std::uint16_t version, std::uint16_t flags, std::uint64_t type, std::uint64_t length) {
+  std::string h(mproc::detail::kFrameHeaderSize, '\0');
+  std::uint32_t magic = mproc::detail::kFrameMagic;
+  std::memcpy(h.data(), &magic, 4);
+  std::memcpy(h.data() + 4, &version, 2);
+  std::memcpy(h.data() + 6, &flags, 2);
+  std::memcpy(h.data() + 8, &type, 8);
+  std::memcpy(h.data() + 16, &length, 8);
+  return h;
+}
+
+TEST(WireHeader, AFrameWithoutFlagsHasTheBytesOfTheFirstVersion) {
+  // Flags took the high half of what was a 32-bit version word: old frames read the same.
+  char h[mproc::detail::kFrameHeaderSize];
+  mproc::detail::write_header(h, 77, 1234);
+  std::uint32_t version_word;
+  std::memcpy(&version_word, h + 4, 4);
+  EXPECT_EQ(version_word, 1u);
+  auto parsed = mproc::detail::parse_header(h, 1u << 20);
+  EXPECT_EQ(parsed.type, 77u);
+  EXPECT_EQ(parsed.length, 1234u);
+  EXPECT_EQ(parsed.flags, 0u);
+}
+
+TEST(WireHeader, TheSharedMemoryFlagPassesOnlyWhereTheChannelAllowsIt) {
+  char h[mproc::detail::kFrameHeaderSize];
+  mproc::detail::write_header(h, 0, 4096, mproc::detail::kFrameInMemfd);
+  EXPECT_EQ(mproc::detail::parse_header(h, 1u << 20, mproc::detail::kFrameInMemfd).flags, mproc::detail::kFrameInMemfd);
+  EXPECT_THROW(mproc::detail::parse_header(h, 1u << 20), mproc::ProtocolError);
+}
+
+TEST(WireHeader, ASharedMemoryFrameOverTheLimitIsRefused) {
+  auto h = raw_header(1, mproc::detail::kFrameInMemfd, 0, 4097);
+  EXPECT_THROW(mproc::detail::parse_header(h.data(), 4096, mproc::detail::kFrameInMemfd), mproc::ProtocolError);
+}
+
+TEST(WireHeader, AnEmptySharedMemoryFrameIsRefused) {
+  auto h = raw_header(1, mproc::detail::kFrameInMemfd, 0, 0);
+  EXPECT_THROW(mproc::detail::parse_header(h.data(), 4096, mproc::detail::kFrameInMemfd), mproc::ProtocolError);
+}
+
+TEST(WireHeader, UnknownFlagsAndVersionsAreRefused) {
+  for (std::uint16_t flags : {2, 0x100, 0x8000, 0xffff}) {
+    auto h = raw_header(1, flags, 0, 1);
+    EXPECT_THROW(mproc::detail::parse_header(h.data(), 4096, mproc::detail::kFrameInMemfd), mproc::ProtocolError) << flags;
+  }
+  for (std::uint16_t version : {0, 2, 0xffff}) {
+    auto h = raw_header(version, 0, 0, 1);
+    EXPECT_THROW(mproc::detail::parse_header(h.data(), 4096, mproc::detail::kFrameInMemfd), mproc::ProtocolError) << version;
+  }
+}
+
+TEST(WireHeader, DecodeFrameRefusesASharedMemoryFrame) {
+  // Start-up messages travel in one piece: a flagged frame there is garbage.
+  std::string frame = mproc::detail::encode_frame(std::int32_t{5});
+  std::uint16_t flags = mproc::detail::kFrameInMemfd;
+  std::memcpy(frame.data() + 6, &flags, 2);
+  EXPECT_THROW(mproc::detail::decode_frame<std::int32_t>(frame), mproc::ProtocolError);
+}
+
+// ----------------------------------------------------------------------------------------------
+// The memfd check (white-box: src/reduction/shm_payload.hpp)
+
+int sealed_memfd(const std::string& bytes, int seals) {
+  int fd = ::memfd_create("test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  if (fd < 0 || ::write(fd, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) throw std::runtime_error("memfd");
+  if (seals && ::fcntl(fd, F_ADD_SEALS, seals) != 0) throw std::runtime_error("seal");
+  return fd;
+}
+
+std::string check_message(int fd, std::uint64_t length) {
+  try {
+    mproc::detail::check_payload_memfd(fd, length);
+    return "";
+  } catch (const mproc::ProtocolError& e) {
+    return e.what();
+  }
+}
+
+TEST(PayloadMemfd, ASealedMemfdOfTheAnnouncedSizePasses) {
+  int fd = sealed_memfd("hello", F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+  EXPECT_EQ(check_message(fd, 5), "");
+  ::close(fd);
+}
+
+TEST(PayloadMemfd, EachMissingSealIsNamed) {
+  const int all = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
+  for (auto [seal, name] : {std::pair{F_SEAL_WRITE, "F_SEAL_WRITE"}, {F_SEAL_SHRINK, "F_SEAL_SHRINK"}, {F_SEAL_GROW, "F_SEAL_GROW"}}) {
+    int fd = sealed_memfd("hello", all & ~seal);
+    std::string what = check_message(fd, 5);
+    EXPECT_NE(what.find(std::string("lacks ") + name), std::string::npos) << what;
+    ::close(fd);
+  }
+}
+
+TEST(PayloadMemfd, TheSizeMustMatchExactly) {
+  int fd = sealed_memfd("hello", F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+  EXPECT_NE(check_message(fd, 4).find("holds 5 bytes where the frame announces 4"), std::string::npos);
+  EXPECT_NE(check_message(fd, 6).find("holds 5 bytes where the frame announces 6"), std::string::npos);
+  ::close(fd);
+}
+
+TEST(PayloadMemfd, ASocketOrAnInvalidDescriptorIsNotAMemfd) {
+  int sv[2];
+  ASSERT_EQ(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+  EXPECT_NE(check_message(sv[0], 0).find("not a memfd: it is a socket"), std::string::npos);
+  ::close(sv[0]);
+  ::close(sv[1]);
+  EXPECT_NE(check_message(-1, 0).find("cannot be examined"), std::string::npos);
 }
 
 }  // namespace

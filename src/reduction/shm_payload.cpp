@@ -47,7 +47,7 @@ void check_payload_memfd(int fd, std::uint64_t length) {
   int seals = ::fcntl(fd, F_GET_SEALS);
   if (seals < 0) throw ProtocolError(what + "is a regular file, not a memfd (it has no seals)");
   if ((seals & required_payload_seals()) != required_payload_seals())
-    throw ProtocolError(what + "is a memfd its sender can still change: it lacks " + missing_seals(seals));
+    throw ProtocolError(what + "is not sealed against change by its sender: it lacks " + missing_seals(seals));
   if (static_cast<std::uint64_t>(st.st_size) != length)
     throw ProtocolError(what + "holds " + std::to_string(st.st_size) + " bytes where the frame announces " +
                         std::to_string(length));
