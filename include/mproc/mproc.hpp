@@ -8,6 +8,7 @@
 #include "mproc/inherited.hpp"
 #include "mproc/init.hpp"
 #include "mproc/listener.hpp"
+#include "mproc/managers.hpp"
 #include "mproc/pool.hpp"
 #include "mproc/process.hpp"
 #include "mproc/progress.hpp"

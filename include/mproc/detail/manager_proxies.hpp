@@ -1,0 +1,272 @@
+// Bodies of the proxy templates of mproc/managers.hpp. Not API.
+#pragma once
+
+#include <chrono>
+#include <cstring>
+
+#include "mproc/managers.hpp"
+
+namespace mproc {
+namespace detail::mgr {
+
+// Replies that hold many values are a count, then each value's encoding (each one is
+// self-delimiting once its type is known, which only the client knows).
+template <class T>
+std::optional<T> decode_optional(const Payload& b) {
+  InArchive ar(b.data(), b.size());
+  std::uint8_t present = 0;
+  ar(present);
+  if (!present) return std::nullopt;
+  T v{};
+  load_value(ar, v);
+  return v;
+}
+
+template <class T>
+std::vector<T> decode_list(const Payload& b) {
+  InArchive ar(b.data(), b.size());
+  std::uint64_t n = 0;
+  ar(cereal::make_size_tag(n));
+  std::vector<T> out;
+  out.reserve(static_cast<std::size_t>(n));
+  for (std::uint64_t i = 0; i < n; ++i) {
+    T v{};
+    load_value(ar, v);
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
+template <class T>
+std::vector<std::optional<T>> decode_optional_list(const Payload& b) {
+  InArchive ar(b.data(), b.size());
+  std::uint64_t n = 0;
+  ar(cereal::make_size_tag(n));
+  std::vector<std::optional<T>> out;
+  out.reserve(static_cast<std::size_t>(n));
+  for (std::uint64_t i = 0; i < n; ++i) {
+    std::uint8_t present = 0;
+    ar(present);
+    if (present) {
+      T v{};
+      load_value(ar, v);
+      out.emplace_back(std::move(v));
+    } else {
+      out.emplace_back();
+    }
+  }
+  return out;
+}
+
+template <class K, class V>
+std::vector<std::pair<K, V>> decode_items(const Payload& b) {
+  InArchive ar(b.data(), b.size());
+  std::uint64_t n = 0;
+  ar(cereal::make_size_tag(n));
+  std::vector<std::pair<K, V>> out;
+  out.reserve(static_cast<std::size_t>(n));
+  for (std::uint64_t i = 0; i < n; ++i) {
+    std::pair<K, V> kv{};
+    load_value(ar, kv.first);
+    load_value(ar, kv.second);
+    out.push_back(std::move(kv));
+  }
+  return out;
+}
+
+/// The delta of an add(): the arithmetic kind, then the value widened to 8 bytes.
+template <class T>
+std::pair<std::uint8_t, std::string> delta_of(T delta) {
+  constexpr std::uint8_t code = arith_code<T>();
+  static_assert(code != 0, "mproc: add() needs an arithmetic value type; use update_with(f) for others");
+  std::string d(sizeof(T), '\0');
+  std::memcpy(d.data(), &delta, sizeof(T));
+  return {code, d};
+}
+
+template <class F, class V>
+std::string update_request(const F& f, const V& initial) {
+  std::string s;
+  OutArchive ar(s);
+  save_update<V>(ar, f, initial);
+  return s;
+}
+
+}  // namespace detail::mgr
+
+// ------------------------------------------------------------------------------ DictProxy
+
+template <class K, class V>
+std::optional<V> DictProxy<K, V>::get(const K& k) const {
+  return detail::mgr::decode_optional<V>(call_<detail::mgr::Payload>("getopt", detail::mgr::blob(k)));
+}
+template <class K, class V>
+V DictProxy<K, V>::pop(const K& k) {
+  return detail::mgr::as<V>(call_<detail::mgr::Payload>("pop", detail::mgr::blob(k)));
+}
+template <class K, class V>
+V DictProxy<K, V>::pop(const K& k, const V& fallback) {
+  return detail::mgr::decode_optional<V>(call_<detail::mgr::Payload>("popopt", detail::mgr::blob(k))).value_or(fallback);
+}
+template <class K, class V>
+V DictProxy<K, V>::setdefault(const K& k, const V& v) {
+  return detail::mgr::as<V>(call_<detail::mgr::Payload>("setdefault", detail::mgr::blob(k), detail::mgr::blob(v)));
+}
+template <class K, class V>
+void DictProxy<K, V>::update(const std::vector<std::pair<K, V>>& items) {
+  std::vector<std::pair<std::string, std::string>> blobs;
+  blobs.reserve(items.size());
+  for (const auto& [k, v] : items) blobs.emplace_back(detail::mgr::blob(k), detail::mgr::blob(v));
+  call_("set_many", blobs);
+}
+template <class K, class V>
+std::vector<std::optional<V>> DictProxy<K, V>::get_many(const std::vector<K>& keys) const {
+  std::vector<std::string> blobs;
+  blobs.reserve(keys.size());
+  for (const auto& k : keys) blobs.push_back(detail::mgr::blob(k));
+  return detail::mgr::decode_optional_list<V>(call_<detail::mgr::Payload>("get_many", blobs));
+}
+template <class K, class V>
+std::vector<K> DictProxy<K, V>::keys() const {
+  return detail::mgr::decode_list<K>(call_<detail::mgr::Payload>("keys"));
+}
+template <class K, class V>
+std::vector<V> DictProxy<K, V>::values() const {
+  return detail::mgr::decode_list<V>(call_<detail::mgr::Payload>("values"));
+}
+template <class K, class V>
+std::vector<std::pair<K, V>> DictProxy<K, V>::items() const {
+  return detail::mgr::decode_items<K, V>(call_<detail::mgr::Payload>("items"));
+}
+template <class K, class V>
+V DictProxy<K, V>::add(const K& k, V delta) {
+  auto [code, d] = detail::mgr::delta_of(delta);
+  return detail::mgr::as<V>(call_<detail::mgr::Payload>("add", detail::mgr::blob(k), code, d));
+}
+template <class K, class V>
+template <class F>
+V DictProxy<K, V>::update_with(const K& k, F f, const V& initial) {
+  return detail::mgr::as<V>(call_<detail::mgr::Payload>("update_with", detail::mgr::blob(k), detail::mgr::update_request(f, initial)));
+}
+
+// ------------------------------------------------------------------------------ ListProxy
+
+template <class T>
+void ListProxy<T>::extend(const std::vector<T>& vs) {
+  std::vector<std::string> blobs;
+  blobs.reserve(vs.size());
+  for (const auto& v : vs) blobs.push_back(detail::mgr::blob(v));
+  call_("extend", blobs);
+}
+template <class T>
+T ListProxy<T>::add(std::int64_t i, T delta) {
+  auto [code, d] = detail::mgr::delta_of(delta);
+  return detail::mgr::as<T>(call_<detail::mgr::Payload>("add", i, code, d));
+}
+template <class T>
+template <class F>
+T ListProxy<T>::update_with(std::int64_t i, F f) {
+  return detail::mgr::as<T>(call_<detail::mgr::Payload>("update_with", i, detail::mgr::update_request(f, T{})));
+}
+
+// ------------------------------------------------------------------------------ ValueProxy
+
+template <class T>
+T ValueProxy<T>::add(T delta) {
+  auto [code, d] = detail::mgr::delta_of(delta);
+  return detail::mgr::as<T>(call_<detail::mgr::Payload>("add", code, d));
+}
+template <class T>
+template <class F>
+T ValueProxy<T>::update_with(F f) {
+  return detail::mgr::as<T>(call_<detail::mgr::Payload>("update_with", detail::mgr::update_request(f, T{})));
+}
+
+// ------------------------------------------------------------------------------ ArrayProxy
+
+template <class T>
+std::vector<T> ArrayProxy<T>::tolist() const {
+  detail::mgr::Payload b = call_<detail::mgr::Payload>("items");
+  if (b.size() % sizeof(T) != 0) throw ProtocolError("manager Array: reply is not a whole number of elements");
+  std::vector<T> out(b.size() / sizeof(T));
+  if (!out.empty()) std::memcpy(static_cast<void*>(out.data()), b.data(), b.size());
+  return out;
+}
+template <class T>
+void ArrayProxy<T>::assign(const std::vector<T>& vs) {
+  std::string raw(vs.size() * sizeof(T), '\0');
+  if (!vs.empty()) std::memcpy(raw.data(), static_cast<const void*>(vs.data()), raw.size());
+  call_("assign", raw);
+}
+template <class T>
+T ArrayProxy<T>::add(std::int64_t i, T delta) {
+  auto [code, d] = detail::mgr::delta_of(delta);
+  return detail::mgr::as<T>(call_<detail::mgr::Payload>("add", i, code, d));
+}
+
+// ------------------------------------------------------------------------------ Condition
+
+template <class P>
+bool ConditionProxy::wait_for(P predicate, std::optional<seconds> timeout) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                          timeout.value_or(seconds(0)));
+  bool result = predicate();
+  while (!result) {
+    std::optional<seconds> left;
+    if (timeout) {
+      left = std::chrono::duration<double>(deadline - std::chrono::steady_clock::now());
+      if (left->count() <= 0) break;
+    }
+    wait(left);
+    result = predicate();
+  }
+  return result;
+}
+
+// ------------------------------------------------------------------------------ SyncManager
+
+template <class K, class V>
+DictProxy<K, V> SyncManager::dict() {
+  return DictProxy<K, V>(create_ref("dict", detail::type_fingerprint<DictProxy<K, V>>(), {}));
+}
+template <class T>
+ListProxy<T> SyncManager::list(const std::vector<T>& initial) {
+  std::vector<std::string> blobs;
+  for (const auto& v : initial) blobs.push_back(detail::mgr::blob(v));
+  std::string args;
+  detail::encode(args, blobs);
+  return ListProxy<T>(create_ref("list", detail::type_fingerprint<ListProxy<T>>(), args));
+}
+template <class T>
+ValueProxy<T> SyncManager::Value(const T& initial) {
+  std::string args;
+  detail::encode(args, detail::mgr::blob(initial));
+  return ValueProxy<T>(create_ref("Value", detail::type_fingerprint<ValueProxy<T>>(), args));
+}
+template <class T>
+ArrayProxy<T> SyncManager::Array(const std::vector<T>& initial) {
+  static_assert(std::is_trivially_copyable_v<T> && !std::is_pointer_v<T>,
+                "mproc: a manager Array holds trivially copyable elements (numbers, plain structs); use list<T> for others");
+  std::string raw(initial.size() * sizeof(T), '\0');
+  if (!initial.empty()) std::memcpy(raw.data(), static_cast<const void*>(initial.data()), raw.size());
+  std::string args;
+  detail::encode(args, static_cast<std::uint64_t>(sizeof(T)));
+  detail::encode(args, raw);
+  return ArrayProxy<T>(create_ref("Array", detail::type_fingerprint<ArrayProxy<T>>(), args));
+}
+template <class T>
+QueueProxy<T> SyncManager::Queue(std::int64_t maxsize) {
+  std::string args;
+  detail::encode(args, maxsize);
+  detail::encode(args, false);
+  return QueueProxy<T>(create_ref("Queue", detail::type_fingerprint<QueueProxy<T>>(), args));
+}
+template <class T>
+JoinableQueueProxy<T> SyncManager::JoinableQueue(std::int64_t maxsize) {
+  std::string args;
+  detail::encode(args, maxsize);
+  detail::encode(args, true);
+  return QueueProxy<T>(create_ref("JoinableQueue", detail::type_fingerprint<QueueProxy<T>>(), args));
+}
+
+}  // namespace mproc

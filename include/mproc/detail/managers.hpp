@@ -1,0 +1,204 @@
+// The machinery behind mproc/managers.hpp: one round trip to a manager server, the shared
+// state of a proxy, and the thunks that let a server run a client's function or a registered
+// type's methods. Not API.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "mproc/connection.hpp"
+#include "mproc/detail/callable.hpp"
+#include "mproc/detail/serialize.hpp"
+
+namespace mproc::detail::mgr {
+
+/// Where a manager server is, and the key that opens it. Shared by every proxy of that server
+/// in this process; owns the process's connections to it (one per thread for calls, one
+/// "session" that holds this process's references: when the process dies, the server sees
+/// the session close and drops them).
+struct Endpoint;
+std::shared_ptr<Endpoint> endpoint(const connection::Address& address, const std::string& authkey);
+const connection::Address& endpoint_address(const Endpoint& e);
+const std::string& endpoint_authkey(const Endpoint& e);
+
+/// One object in a server, as a proxy sees it: copies of a proxy share one ObjectRef, which
+/// holds one reference to the object while it lives in the process that took it.
+struct ObjectRef {
+  std::shared_ptr<Endpoint> endpoint;
+  std::uint64_t id = 0;
+  std::uint64_t type = 0;  // what the proxy's C++ type is; the server checks it on every call
+  std::atomic<int> ref_pid{0};  // the process whose session holds our reference (0: none)
+  ObjectRef() = default;
+  ObjectRef(const ObjectRef&) = delete;
+  ObjectRef& operator=(const ObjectRef&) = delete;
+  ~ObjectRef();
+};
+
+/// A reply's payload: the bytes after its status byte.
+struct Payload {
+  Buffer buf;
+  const std::byte* data() const { return buf.data() + 1; }
+  std::size_t size() const { return buf.size() - 1; }
+};
+
+/// A request's arguments are appended to a string that starts with the request header; the
+/// reply's payload is what the server encoded.
+std::string begin_call(const ObjectRef& ref, std::string_view method);
+/// Sends the request and returns the reply's payload, or throws the server's error as the
+/// matching mproc exception (KeyError, IndexError, ...), or ConnectionError when the server
+/// is gone.
+Payload finish_call(ObjectRef& ref, std::string& request, std::string_view method);
+
+/// Creates an object of `typeid` with the encoded arguments; the reference belongs to this
+/// process's session.
+std::shared_ptr<ObjectRef> create(const std::shared_ptr<Endpoint>& ep, std::string_view typeid_, std::uint64_t type,
+                                  const std::string& args);
+/// Proxies that arrive from another process (cereal): take a reference of our own.
+void save_ref(OutArchive& ar, const std::shared_ptr<ObjectRef>& ref);
+std::shared_ptr<ObjectRef> load_ref(InArchive& ar);
+
+template <class T>
+T as(const Payload& b) {
+  return decode<T>(b.data(), b.size());
+}
+
+template <class R>
+R decode_reply(Payload& b) {
+  if constexpr (std::is_void_v<R>) {
+    return;
+  } else if constexpr (std::is_same_v<R, Payload>) {
+    return std::move(b);
+  } else {
+    return decode<R>(b.data(), b.size());
+  }
+}
+
+/// One call: method(args...) on the object, returning R.
+template <class R, class... Args>
+R call(ObjectRef& ref, std::string_view method, const Args&... args) {
+  std::string req = begin_call(ref, method);
+  if constexpr (sizeof...(Args) > 0) {
+    OutArchive ar(req);
+    (save_value(ar, args), ...);
+  }
+  Payload b = finish_call(ref, req, method);
+  return decode_reply<R>(b);
+}
+
+// ------------------------------------------------------------------ functions run by the server
+
+/// A value update run by the server under the object's lock: decodes the stored value (or
+/// uses the default that came with the request), calls f, stores the encoding of its result.
+using UpdateFn = void (*)(InArchive& in, std::string& value, bool exists);
+
+template <class V, class F>
+void update_thunk(InArchive& in, std::string& value, bool exists) {
+  F f = load_target<F>(in);
+  V v{};
+  load_value(in, v);  // the default, used when there is no value yet
+  if (exists) v = decode<V>(value.data(), value.size());
+  if (in.left() != 0) throw_trailing_bytes(in.left(), "an update's function");
+  V out = std::invoke(f, std::move(v));
+  value.clear();
+  encode(value, out);
+}
+
+template <class V, class F>
+void save_update(OutArchive& ar, const F& f, const V& initial) {
+  check_target<F>();
+  static_assert(std::is_invocable_r_v<V, F&, V>, "mproc: update_with(f) needs f(V) -> V");
+  ar(code_ref(reinterpret_cast<const void*>(&update_thunk<V, F>), type_fingerprint<UpdateFn>()));
+  save_target(ar, f);
+  save_value(ar, initial);
+}
+
+/// Arithmetic types that the server can add without running client code (so `add` works for
+/// remote clients of another program too).
+template <class T>
+constexpr std::uint8_t arith_code() {
+  if constexpr (std::is_same_v<T, bool> || !std::is_arithmetic_v<T>) return 0;
+  else if constexpr (std::is_floating_point_v<T>) return sizeof(T) == 4 ? 1 : sizeof(T) == 8 ? 2 : 0;
+  else if constexpr (std::is_signed_v<T>) return static_cast<std::uint8_t>(10 + sizeof(T));
+  else return static_cast<std::uint8_t>(20 + sizeof(T));
+}
+
+// ------------------------------------------------------------------ registered types
+
+/// A registered type's method: decodes the arguments, calls, encodes the result.
+using MethodFn = void (*)(void* obj, InArchive& in, std::string& out);
+struct TypeOps {
+  std::uint64_t type;
+  std::string_view name;
+  void* (*create)();
+  void (*destroy)(void*);
+  std::vector<std::pair<std::string_view, MethodFn>> methods;
+};
+using TypeOpsFn = const TypeOps* (*)();
+
+template <auto M>
+constexpr std::string_view method_name() {
+  std::string_view p = __PRETTY_FUNCTION__;  // "... [with auto M = &ns::Type::name; ...]"
+  auto start = p.find("M = ") + 4;
+  auto end = p.find_first_of(";]", start);
+  auto full = p.substr(start, end - start);
+  return full.substr(full.rfind("::") + 2);
+}
+
+template <class M>
+struct member_traits;
+template <class T, class R, class... A>
+struct member_traits<R (T::*)(A...)> {
+  using result = R;
+  using args = std::tuple<std::decay_t<A>...>;
+};
+template <class T, class R, class... A>
+struct member_traits<R (T::*)(A...) const> : member_traits<R (T::*)(A...)> {};
+template <class T, class R, class... A>
+struct member_traits<R (T::*)(A...) noexcept> : member_traits<R (T::*)(A...)> {};
+template <class T, class R, class... A>
+struct member_traits<R (T::*)(A...) const noexcept> : member_traits<R (T::*)(A...)> {};
+
+[[noreturn]] void throw_signature_mismatch(std::string_view method);
+
+template <class T, auto M>
+void invoke_method(void* obj, InArchive& in, std::string& out) {
+  using traits = member_traits<decltype(M)>;
+  std::uint64_t sig = 0;
+  in(sig);
+  if (sig != type_fingerprint<decltype(M)>()) throw_signature_mismatch(method_name<M>());
+  typename traits::args args{};
+  std::apply([&](auto&... a) { (load_value(in, a), ...); }, args);
+  if (in.left() != 0) throw_trailing_bytes(in.left(), "a method's arguments");
+  auto* self = static_cast<T*>(obj);
+  if constexpr (std::is_void_v<typename traits::result>) {
+    std::apply([&](auto&... a) { (self->*M)(a...); }, args);
+  } else {
+    encode(out, std::apply([&](auto&... a) { return (self->*M)(a...); }, args));
+  }
+}
+
+template <class T, auto... Ms>
+const TypeOps* type_ops() {
+  static_assert(std::is_default_constructible_v<T>, "mproc: a registered type must be default-constructible");
+  static const TypeOps ops{type_fingerprint<T>(),
+                           type_name<T>(),
+                           []() -> void* { return new T(); },
+                           [](void* p) { delete static_cast<T*>(p); },
+                           {{method_name<Ms>(), &invoke_method<T, Ms>}...}};
+  return &ops;
+}
+
+template <class T, auto... Ms>
+CodeRef type_ops_ref() {
+  return code_ref(reinterpret_cast<const void*>(&type_ops<T, Ms...>), type_fingerprint<TypeOpsFn>());
+}
+
+}  // namespace mproc::detail::mgr

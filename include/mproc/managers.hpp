@@ -1,0 +1,417 @@
+// mproc/managers.hpp — Python's multiprocessing.managers: a server process that owns shared
+// objects, proxies that act on them from any process, BaseManager for your own types.
+//
+//     auto manager = mproc::Manager();                 // a server process (current start method)
+//     auto d = manager.dict<std::string, int>();       // a DictProxy: copyable, passable to children
+//     d.set("a", 1);
+//     d.add("a", 5);                                   // atomic on the server: no lost update
+//     d.update_with("a", [](int v) { return v * 2; }); // atomic too (same program only)
+//     auto all = d.get_many({"a", "b"});               // one round trip for many keys
+//
+// docs/managers.md has the whole story: what is atomic, how proxies travel, failures.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mproc/connection.hpp"
+#include "mproc/context.hpp"
+#include "mproc/detail/managers.hpp"
+#include "mproc/listener.hpp"
+
+namespace mproc {
+
+/// What every proxy is (Python: BaseProxy). A handle on one object in a manager server: copies
+/// act on the same object; pass it to a Process, a Pool task or through a Connection under any
+/// start method and it arrives as the server's address plus the object's id, and reconnects
+/// there with the key (this program's authkey, or the manager's own key, which then travels
+/// with it). The server keeps the object while some process holds a proxy of it.
+///
+/// Every call is one round trip on this thread's connection to the server. A proxy is safe to
+/// use from several threads. When the server is gone every call throws ConnectionError.
+class BaseProxy {
+ public:
+  BaseProxy() = default;
+  explicit BaseProxy(std::shared_ptr<detail::mgr::ObjectRef> ref) : ref_(std::move(ref)) {}
+  /// The object's id in its server.
+  std::uint64_t id() const { return ref().id; }
+  connection::Address address() const { return detail::mgr::endpoint_address(*ref().endpoint); }
+  explicit operator bool() const { return ref_ != nullptr; }
+
+  void save(detail::OutArchive& ar) const { detail::mgr::save_ref(ar, ref_); }
+  void load(detail::InArchive& ar) { ref_ = detail::mgr::load_ref(ar); }
+
+ protected:
+  detail::mgr::ObjectRef& ref() const;
+  template <class R = void, class... A>
+  R call_(std::string_view method, const A&... a) const {
+    return detail::mgr::call<R>(ref(), method, a...);
+  }
+  std::shared_ptr<detail::mgr::ObjectRef> ref_;
+};
+
+namespace detail::mgr {
+template <class T>
+std::string blob(const T& v) {
+  std::string s;
+  encode(s, v);
+  return s;
+}
+template <class T>
+std::optional<T> decode_optional(const Payload& b);
+template <class T>
+std::vector<T> decode_list(const Payload& b);
+template <class T>
+std::vector<std::optional<T>> decode_optional_list(const Payload& b);
+template <class K, class V>
+std::vector<std::pair<K, V>> decode_items(const Payload& b);
+template <class T>
+T add_result(BaseProxy&, const Payload& b) {
+  return decode<T>(b.data(), b.size());
+}
+[[noreturn]] void throw_not_arithmetic();
+}  // namespace detail::mgr
+
+/// Python: DictProxy (manager.dict()). Keys are compared by their serialised bytes.
+/// Atomic (one step on the server, under the object's lock): every single call, including
+/// get_many/set_many (a consistent snapshot / all-or-nothing), setdefault, pop, add and
+/// update_with. A read followed by a write from the client (`d.set(k, d.at(k) + 1)`) is two
+/// steps and can lose updates: use add() or update_with().
+template <class K, class V>
+class DictProxy : public BaseProxy {
+ public:
+  using BaseProxy::BaseProxy;
+  /// Python: d[k] = v.
+  void set(const K& k, const V& v) { call_("set", detail::mgr::blob(k), detail::mgr::blob(v)); }
+  /// Python: d[k]. Throws KeyError.
+  V at(const K& k) const { return detail::mgr::as<V>(call_<detail::mgr::Payload>("get", detail::mgr::blob(k))); }
+  /// Python: d.get(k) / d.get(k, default).
+  std::optional<V> get(const K& k) const;
+  V get(const K& k, const V& fallback) const { return get(k).value_or(fallback); }
+  bool contains(const K& k) const { return call_<bool>("contains", detail::mgr::blob(k)); }
+  /// Python: len(d).
+  std::size_t size() const { return call_<std::uint64_t>("len"); }
+  /// Python: del d[k]. Throws KeyError.
+  void erase(const K& k) { call_("del", detail::mgr::blob(k)); }
+  /// Python: d.pop(k) (KeyError), d.pop(k, default).
+  V pop(const K& k);
+  V pop(const K& k, const V& fallback);
+  /// Python: d.setdefault(k, v): the value now stored.
+  V setdefault(const K& k, const V& v);
+  /// Python: d.update(items). All in one round trip, atomically.
+  void update(const std::vector<std::pair<K, V>>& items);
+  void set_many(const std::vector<std::pair<K, V>>& items) { update(items); }
+  /// The values of many keys in one round trip (empty where a key is missing).
+  std::vector<std::optional<V>> get_many(const std::vector<K>& keys) const;
+  std::vector<K> keys() const;
+  std::vector<V> values() const;
+  std::vector<std::pair<K, V>> items() const;
+  void clear() { call_("clear"); }
+  /// Atomically d[k] += delta (0 first when k is missing); returns the new value. V must be an
+  /// arithmetic type; no client code runs on the server, so this works from any program.
+  V add(const K& k, V delta);
+  /// Atomically d[k] = f(d[k]) (f(initial) when k is missing); returns the new value. f is a
+  /// plain function or captureless lambda V(V): the server runs it, so the server must run
+  /// this program's binary (Manager() and start() do); another program's server refuses it
+  /// with FunctionIdentityError. f must not call the manager.
+  template <class F>
+  V update_with(const K& k, F f, const V& initial = V{});
+};
+
+/// Python: ListProxy (manager.list()). Indexes may be negative, as in Python; an index out of
+/// range throws IndexError. Every call is atomic; use update_with/add for read-modify-write.
+template <class T>
+class ListProxy : public BaseProxy {
+ public:
+  using BaseProxy::BaseProxy;
+  void append(const T& v) { call_("append", detail::mgr::blob(v)); }
+  void extend(const std::vector<T>& vs);
+  T at(std::int64_t i) const { return detail::mgr::as<T>(call_<detail::mgr::Payload>("get", i)); }
+  void set(std::int64_t i, const T& v) { call_("set", i, detail::mgr::blob(v)); }
+  void insert(std::int64_t i, const T& v) { call_("insert", i, detail::mgr::blob(v)); }
+  T pop(std::int64_t i = -1) { return detail::mgr::as<T>(call_<detail::mgr::Payload>("pop", i)); }
+  void erase(std::int64_t i) { call_("del", i); }
+  /// Python: l.remove(v) (ValueError when absent), l.index(v), l.count(v).
+  void remove(const T& v) { call_("remove", detail::mgr::blob(v)); }
+  std::size_t index(const T& v) const { return call_<std::uint64_t>("index", detail::mgr::blob(v)); }
+  std::size_t count(const T& v) const { return call_<std::uint64_t>("count", detail::mgr::blob(v)); }
+  std::size_t size() const { return call_<std::uint64_t>("len"); }
+  void clear() { call_("clear"); }
+  /// Python: list(l) / l[:]: every item, in one round trip.
+  std::vector<T> tolist() const { return detail::mgr::decode_list<T>(call_<detail::mgr::Payload>("items")); }
+  T add(std::int64_t i, T delta);
+  template <class F>
+  T update_with(std::int64_t i, F f);
+};
+
+/// Python: NamespaceProxy (manager.Namespace()): named attributes of any serialisable type.
+class NamespaceProxy : public BaseProxy {
+ public:
+  using BaseProxy::BaseProxy;
+  /// Python: ns.name = v.
+  template <class T>
+  void set(const std::string& name, const T& v) {
+    call_("set", name, detail::type_fingerprint<T>(), detail::mgr::blob(v));
+  }
+  /// Python: ns.name. KeyError when there is none, TypeMismatchError when it holds another type.
+  template <class T>
+  T get(const std::string& name) const {
+    return detail::mgr::as<T>(call_<detail::mgr::Payload>("get", name, detail::type_fingerprint<T>()));
+  }
+  bool has(const std::string& name) const { return call_<bool>("has", name); }
+  void erase(const std::string& name) { call_("del", name); }
+  std::vector<std::string> names() const { return call_<std::vector<std::string>>("names"); }
+};
+
+/// Python: ValueProxy (manager.Value(typecode, value)).
+template <class T>
+class ValueProxy : public BaseProxy {
+ public:
+  using BaseProxy::BaseProxy;
+  T get() const { return detail::mgr::as<T>(call_<detail::mgr::Payload>("get")); }
+  void set(const T& v) { call_("set", detail::mgr::blob(v)); }
+  T add(T delta);
+  template <class F>
+  T update_with(F f);
+};
+
+/// Python: ArrayProxy (manager.Array(typecode, sequence)). T is trivially copyable.
+template <class T>
+class ArrayProxy : public BaseProxy {
+ public:
+  using BaseProxy::BaseProxy;
+  T at(std::int64_t i) const { return detail::mgr::as<T>(call_<detail::mgr::Payload>("get", i)); }
+  void set(std::int64_t i, const T& v) { call_("set", i, detail::mgr::blob(v)); }
+  std::size_t size() const { return call_<std::uint64_t>("len"); }
+  std::vector<T> tolist() const;
+  /// Replaces every element (the length must not change).
+  void assign(const std::vector<T>& vs);
+  T add(std::int64_t i, T delta);
+};
+
+/// Python: a proxy of queue.Queue (manager.Queue(maxsize)). timeout std::nullopt waits
+/// forever; queue::Empty / queue::Full as in Python.
+template <class T>
+class QueueProxy : public BaseProxy {
+ public:
+  using BaseProxy::BaseProxy;
+  void put(const T& v, bool block = true, std::optional<seconds> timeout = std::nullopt) {
+    call_("put", detail::mgr::blob(v), block, timeout ? timeout->count() : -1.0);
+  }
+  T get(bool block = true, std::optional<seconds> timeout = std::nullopt) {
+    return detail::mgr::as<T>(call_<detail::mgr::Payload>("get", block, timeout ? timeout->count() : -1.0));
+  }
+  void put_nowait(const T& v) { put(v, false); }
+  T get_nowait() { return get(false); }
+  std::size_t qsize() const { return call_<std::uint64_t>("qsize"); }
+  bool empty() const { return qsize() == 0; }
+  bool full() const { return call_<bool>("full"); }
+  /// JoinableQueue only (a plain Queue throws mproc::Error).
+  void task_done() { call_("task_done"); }
+  void join() { call_("join"); }
+};
+template <class T>
+using JoinableQueueProxy = QueueProxy<T>;
+
+/// Python: AcquirerProxy: Lock, RLock, Semaphore, BoundedSemaphore. A lock is held by the
+/// calling thread's connection, so by the thread (as threading.Lock held by a server thread in
+/// Python). A client process that dies holding a Lock or RLock releases it.
+class AcquirerProxy : public BaseProxy {
+ public:
+  using BaseProxy::BaseProxy;
+  bool acquire(bool blocking = true, std::optional<seconds> timeout = std::nullopt) {
+    return call_<bool>("acquire", blocking, timeout ? timeout->count() : -1.0);
+  }
+  void release() { call_("release"); }
+  /// Lock/RLock: whether someone holds it. Semaphores: whether the value is 0.
+  bool locked() const { return call_<bool>("locked"); }
+  /// Semaphores: the current value.
+  std::int64_t get_value() const { return call_<std::int64_t>("get_value"); }
+  // Python's `with lock:` is a std::lock_guard / std::unique_lock over the proxy:
+  void lock() { acquire(); }
+  void unlock() { release(); }
+  bool try_lock() { return acquire(false); }
+};
+
+/// Python: ConditionProxy (manager.Condition(lock)).
+class ConditionProxy : public AcquirerProxy {
+ public:
+  using AcquirerProxy::AcquirerProxy;
+  /// Releases the lock, waits for a notify (or the timeout), takes the lock back. True unless
+  /// it timed out. RuntimeError when this thread does not hold the lock.
+  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", timeout ? timeout->count() : -1.0); }
+  /// Python's wait_for: predicate() is evaluated here, under the lock.
+  template <class P>
+  bool wait_for(P predicate, std::optional<seconds> timeout = std::nullopt);
+  void notify(std::int64_t n = 1) { call_("notify", n); }
+  void notify_all() { call_("notify_all"); }
+};
+
+/// Python: EventProxy (manager.Event()).
+class EventProxy : public BaseProxy {
+ public:
+  using BaseProxy::BaseProxy;
+  void set() { call_("set"); }
+  void clear() { call_("clear"); }
+  bool is_set() const { return call_<bool>("is_set"); }
+  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", timeout ? timeout->count() : -1.0); }
+};
+
+/// Python: BarrierProxy (manager.Barrier(parties, timeout)). A party whose process dies while
+/// waiting breaks the barrier (BrokenBarrierError for the others), rather than hanging them.
+class BarrierProxy : public BaseProxy {
+ public:
+  using BaseProxy::BaseProxy;
+  std::int64_t wait(std::optional<seconds> timeout = std::nullopt) {
+    return call_<std::int64_t>("wait", timeout ? timeout->count() : -1.0);
+  }
+  void abort() { call_("abort"); }
+  void reset() { call_("reset"); }
+  std::int64_t parties() const { return call_<std::int64_t>("parties"); }
+  std::int64_t n_waiting() const { return call_<std::int64_t>("n_waiting"); }
+  bool broken() const { return call_<bool>("broken"); }
+};
+
+/// A proxy of a registered type T (Python: AutoProxy). Call its registered methods by member
+/// pointer; arguments convert to the method's parameter types, the server checks the
+/// signature. Each call runs on the server under the object's lock, so methods are atomic.
+///
+///     int n = counter.call<&Counter::add>(5);
+template <class T>
+class Proxy : public BaseProxy {
+ public:
+  using BaseProxy::BaseProxy;
+  template <auto M, class... A>
+  auto call(A&&... a) {
+    using traits = detail::mgr::member_traits<decltype(M)>;
+    using R = std::decay_t<typename traits::result>;
+    typename traits::args args(std::forward<A>(a)...);
+    std::string req = detail::mgr::begin_call(ref(), detail::mgr::method_name<M>());
+    {
+      detail::OutArchive ar(req);
+      ar(detail::type_fingerprint<decltype(M)>());
+      std::apply([&](const auto&... x) { (detail::save_value(ar, x), ...); }, args);
+    }
+    detail::mgr::Payload b = detail::mgr::finish_call(ref(), req, detail::mgr::method_name<M>());
+    return detail::mgr::decode_reply<R>(b);
+  }
+};
+
+class Server;
+
+/// Python: BaseManager(address, authkey) options. ctx: the start method of start()'s server
+/// process (the current one when empty).
+struct ManagerOptions {
+  /// Empty: a fresh abstract Unix name. A TCP address ({"127.0.0.1", 0}) makes the server
+  /// reachable by other programs.
+  std::optional<connection::Address> address{};
+  /// Empty: current_process().authkey(), as in Python.
+  std::optional<std::string> authkey{};
+  std::optional<Context> ctx{};
+};
+
+/// Python: multiprocessing.managers.BaseManager.
+///
+///     mproc::BaseManager m({.address = connection::Address("127.0.0.1", 50000), .authkey = "k"});
+///     m.register_type<Counter, &Counter::add, &Counter::get>("Counter");
+///     m.start();                                   // or m.get_server().serve_forever();
+///     auto c = m.create<Counter>("Counter");       // elsewhere: m.connect(); m.create<...>
+class BaseManager {
+ public:
+  explicit BaseManager(ManagerOptions options = {});
+  BaseManager(BaseManager&&) noexcept;
+  BaseManager& operator=(BaseManager&&) noexcept;
+  /// Shuts down a server this manager started.
+  virtual ~BaseManager();
+
+  /// Python: BaseManager.register(typeid, callable): objects of T are made (default-constructed)
+  /// by create<T>(typeid); its methods Ms are callable through Proxy<T>::call. Register before
+  /// start() or get_server(), in the server's program; a client program registers the same
+  /// types to create them by name.
+  template <class T, auto... Ms>
+  void register_type(const std::string& typeid_) {
+    add_registration(typeid_, detail::type_fingerprint<T>(), detail::mgr::type_ops_ref<T, Ms...>(),
+                     &detail::mgr::type_ops<T, Ms...>);
+  }
+  /// Starts the server in a new process (Python: start()); waits until it listens.
+  void start();
+  /// Python: connect(): uses a server someone else started at options.address.
+  void connect();
+  /// Python: shutdown(): stops a server this manager started. Proxies then throw ConnectionError.
+  void shutdown();
+  /// Python: get_server(): a server in this process, listening already; serve_forever() runs it.
+  Server get_server();
+  connection::Address address() const;
+  /// The server process's pid (start() only).
+  std::optional<int> server_pid() const;
+  /// Python: _number_of_objects(): objects the server holds now (for leak checks).
+  std::size_t number_of_objects() const;
+
+  /// Python: manager.Typeid(): a new object of a registered type.
+  template <class T>
+  Proxy<T> create(const std::string& typeid_) {
+    return Proxy<T>(create_ref(typeid_, detail::type_fingerprint<T>(), {}));
+  }
+
+ protected:
+  std::shared_ptr<detail::mgr::ObjectRef> create_ref(std::string_view typeid_, std::uint64_t type, const std::string& args);
+  void add_registration(const std::string& name, std::uint64_t type, detail::CodeRef ref, detail::mgr::TypeOpsFn local);
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Python: SyncManager, the manager of mproc::Manager(): creators of the standard proxies.
+class SyncManager : public BaseManager {
+ public:
+  using BaseManager::BaseManager;
+  template <class K, class V>
+  DictProxy<K, V> dict();
+  template <class T>
+  ListProxy<T> list(const std::vector<T>& initial = {});
+  NamespaceProxy Namespace();
+  template <class T>
+  ValueProxy<T> Value(const T& initial = T{});
+  template <class T>
+  ArrayProxy<T> Array(const std::vector<T>& initial);
+  template <class T>
+  QueueProxy<T> Queue(std::int64_t maxsize = 0);
+  template <class T>
+  JoinableQueueProxy<T> JoinableQueue(std::int64_t maxsize = 0);
+  AcquirerProxy Lock();
+  AcquirerProxy RLock();
+  AcquirerProxy Semaphore(std::int64_t value = 1);
+  AcquirerProxy BoundedSemaphore(std::int64_t value = 1);
+  /// With no lock, a new RLock (as Python); else a Lock or RLock of this manager.
+  ConditionProxy Condition(const AcquirerProxy& lock = {});
+  EventProxy Event();
+  BarrierProxy Barrier(std::int64_t parties, std::optional<seconds> timeout = std::nullopt);
+};
+
+/// Python: multiprocessing.Manager(): a started SyncManager.
+SyncManager Manager(ManagerOptions options = {});
+
+/// Python: managers.Server: a manager server running in this process.
+class Server {
+ public:
+  Server(Server&&) noexcept;
+  ~Server();
+  /// Serves clients until a client calls shutdown() (BaseManager::shutdown, or a connected
+  /// manager's), then stops every connection and returns.
+  void serve_forever();
+  /// Makes serve_forever() return (from another thread), as a shutdown request does.
+  void stop();
+  connection::Address address() const;
+
+ private:
+  friend class BaseManager;
+  struct Impl;
+  explicit Server(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace mproc
+
+#include "mproc/detail/manager_proxies.hpp"  // the template bodies
