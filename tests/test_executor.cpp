@@ -134,6 +134,24 @@ TEST_P(ExecutorTest, KillWorkersStopsEverythingNow) {
   EXPECT_TRUE(sut.worker_pids().empty());
 }
 
+int spin_forever(int) {
+  for (;;) asm volatile("" ::: "memory");  // burns CPU; the compiler may not drop the loop
+}
+
+TEST_P(ExecutorTest, ResourceLimitsApplyToItsWorkers) {
+  auto o = opts(1);
+  o.limits.cpu_seconds = 1;
+  mproc::ProcessPoolExecutor sut(o);
+  auto runaway = sut.submit(spin_forever, 0);
+  try {
+    runaway.result(60s);
+    FAIL() << "no exception";
+  } catch (const mproc::WorkerCrashed& e) {
+    EXPECT_EQ(e.signal(), SIGXCPU) << e.what();
+  }
+  EXPECT_EQ(sut.submit(square, 4).result(30s), 16);
+}
+
 INSTANTIATE_TEST_SUITE_P(StartMethods, ExecutorTest, ::testing::Values("fork", "spawn", "forkserver"),
                          [](const auto& info) { return info.param; });
 

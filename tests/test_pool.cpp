@@ -1,6 +1,7 @@
 // Pool under every start method: results, errors that come back, workers that die, options.
 #include <gtest/gtest.h>
 #include <mproc/mproc.hpp>
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <ranges>
 #include <set>
 #include <string>
+#include <system_error>
 
 namespace {
 
@@ -48,6 +50,48 @@ int g_initialized = 0;  // set by the initializer, in the worker only
 void init_worker(int v) { g_initialized = v; }
 int read_initialized(int) { return g_initialized; }
 void failing_init() { throw std::runtime_error("cannot load plugins"); }
+
+// Shared objects handed to each worker once, through the initializer (descriptors included).
+std::optional<mproc::Lock> g_lock;
+std::optional<mproc::Value<int>> g_counter;
+void keep_shared(mproc::Lock lock, mproc::Value<int> counter) {
+  g_lock = lock;
+  g_counter = counter;
+}
+// 1 when the lock was free (taken and given back), 0 when someone else held it.
+int try_lock(int) {
+  if (!g_lock->acquire(false)) return 0;
+  g_lock->release();
+  return 1;
+}
+int count_under_lock(int x) {
+  std::scoped_lock guard(*g_lock);
+  ++g_counter->value();
+  return x;
+}
+int read_value(mproc::Value<int> v) { return v.value(); }
+
+long allocate_mib(long mib) {
+  std::vector<char> big(static_cast<std::size_t>(mib) << 20, 1);
+  return static_cast<long>(big.size() >> 20);
+}
+int spin_forever(int) {
+  for (;;) asm volatile("" ::: "memory");  // burns CPU; the compiler may not drop the loop
+}
+int open_dev_null(int n) {  // opens n descriptors, closes them, returns n; throws on EMFILE
+  std::vector<int> fds;
+  for (int i = 0; i < n; ++i) {
+    int fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      int err = errno;
+      for (int f : fds) ::close(f);
+      throw std::system_error(err, std::generic_category(), "open /dev/null");
+    }
+    fds.push_back(fd);
+  }
+  for (int f : fds) ::close(f);
+  return n;
+}
 
 TEST_P(PoolTest, MapReturnsResultsInInputOrder) {
   mproc::Pool sut(opts());
@@ -275,6 +319,84 @@ TEST_P(PoolTest, CloseThenJoinFinishesQueuedWorkAndRefusesMore) {
   EXPECT_THROW(sut.apply(square, 1), mproc::Error);
   sut.join();
   EXPECT_EQ(r.get(0s).size(), 20u);
+}
+
+TEST_P(PoolTest, ATaskQueuedBehindACrashRunsOnAnotherWorker) {
+  // The second task is pipelined behind the first on the only worker, which dies at once: it
+  // must run on the replacement, never vanish with a send to the dead worker.
+  mproc::Pool sut(opts(1));
+  for (int round = 0; round < 10; ++round) {
+    auto bad = sut.apply_async(die, 5);
+    auto good = sut.apply_async(square, round);
+    EXPECT_THROW(bad.get(30s), mproc::WorkerCrashed);
+    EXPECT_EQ(good.get(30s), round * round);
+  }
+}
+
+TEST_P(PoolTest, ALockAndAValueReachEveryWorkerThroughTheInitializer) {
+  mproc::Lock lock;
+  mproc::Value<int> counter(0);
+  mproc::Pool sut({.processes = 2, .initializer = mproc::call(keep_shared, lock, counter), .context = mproc::get_context(GetParam())});
+  std::vector<int> in(20);
+  std::iota(in.begin(), in.end(), 0);
+  EXPECT_EQ(sut.map(count_under_lock, in, 1), in);
+  EXPECT_EQ(counter.value(), 20);
+  {
+    std::scoped_lock held(lock);
+    EXPECT_EQ(sut.map(try_lock, std::views::iota(0, 4), 1), std::vector<int>(4, 0)) << "the workers' lock is not ours";
+  }
+  EXPECT_EQ(sut.map(try_lock, std::views::iota(0, 4), 1), std::vector<int>(4, 1));
+}
+
+TEST_P(PoolTest, ADescriptorInATaskArgumentIsRefusedWithTheReason) {
+  mproc::Pool sut(opts(1));
+  mproc::Value<int> v(3);
+  try {
+    sut.apply(read_value, v);
+    FAIL() << "no exception";
+  } catch (const mproc::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("initializer"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(sut.apply(square, 4), 16) << "the pool stays usable";
+}
+
+TEST_P(PoolTest, AnAddressSpaceLimitTurnsAHugeAllocationIntoBadAlloc) {
+  auto o = opts(1);
+  o.limits.address_space = 2ull << 30;
+  mproc::Pool sut(o);
+  try {
+    sut.apply(allocate_mib, 8L << 10);
+    FAIL() << "8 GiB allocated under a 2 GiB limit";
+  } catch (const mproc::RemoteError& e) {
+    EXPECT_EQ(e.type(), "std::bad_alloc");
+  }
+  EXPECT_EQ(sut.apply(allocate_mib, 16L), 16L) << "the worker goes on within its limit";
+}
+
+TEST_P(PoolTest, ACpuSecondsLimitKillsARunawayTaskAndTheWorkerIsReplaced) {
+  auto o = opts(1);
+  o.limits.cpu_seconds = 1;
+  mproc::Pool sut(o);
+  try {
+    sut.apply(spin_forever, 0);
+    FAIL() << "no exception";
+  } catch (const mproc::WorkerCrashed& e) {
+    EXPECT_EQ(e.signal(), SIGXCPU) << e.what();
+  }
+  EXPECT_EQ(sut.apply(square, 3), 9);
+}
+
+TEST_P(PoolTest, AnOpenFilesLimitFailsOpensBeyondIt) {
+  auto o = opts(1);
+  o.limits.open_files = 64;
+  mproc::Pool sut(o);
+  EXPECT_EQ(sut.apply(open_dev_null, 8), 8);
+  try {
+    sut.apply(open_dev_null, 100);
+    FAIL() << "100 descriptors opened under a limit of 64";
+  } catch (const mproc::RemoteError& e) {
+    EXPECT_NE(e.message().find("open /dev/null"), std::string::npos) << e.what();
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, PoolTest, ::testing::Values("fork", "spawn", "forkserver"),

@@ -119,12 +119,8 @@ TEST_P(SharedCtypesTest, ValueLockPassedOnItsOwnIsTheSameLock) {
   p.join();
 }
 
-// Disabled until the Pool can carry descriptors in its initializer's arguments: it writes the
-// initializer into the worker's pipe without an FdExportScope (src/pool/pool_core.cpp,
-// start_worker), so Value::save throws there, and PoolCore's constructor then deadlocks in
-// shutdown() on a mutex it holds. Enable it with that fix (issue 5 asks for Values through Pool
-// initializers under every start method).
-TEST_P(SharedCtypesTest, DISABLED_ValueReachesEveryPoolWorkerThroughItsInitializer) {
+// The initializer travels with each worker's start (its descriptors as a Process's arguments do).
+TEST_P(SharedCtypesTest, ValueReachesEveryPoolWorkerThroughItsInitializer) {
   mproc::Value<int> started(0);
   {
     mproc::Pool pool({.processes = 3, .initializer = mproc::call(count_worker, started), .context = ctx()});

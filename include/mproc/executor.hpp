@@ -21,6 +21,8 @@ struct ExecutorOptions {
   /// Python's behaviour: a worker's death breaks the whole pool (BrokenProcessPool for every
   /// pending future and every later submit). Off by default: only the task fails (WorkerCrashed).
   bool break_on_crash{false};
+  /// Per-worker address space, CPU seconds per task and open files (see ResourceLimits).
+  ResourceLimits limits{};
 };
 
 namespace detail {

@@ -56,6 +56,8 @@ struct PoolOptions {
   std::optional<seconds> task_timeout{};
   /// A task whose worker crashed is run again up to this many times before it fails.
   int max_retries{0};
+  /// Per-worker address space, CPU seconds per chunk and open files (see ResourceLimits).
+  ResourceLimits limits{};
 };
 
 /// Python: multiprocessing.pool.AsyncResult. R = void for a call without a result.

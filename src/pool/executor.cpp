@@ -11,6 +11,7 @@ std::shared_ptr<detail::PoolCore> make_core(const ExecutorOptions& o) {
   cfg.initializer = o.initializer.task();
   cfg.maxtasksperchild = o.max_tasks_per_child;
   cfg.break_on_crash = o.break_on_crash;
+  cfg.limits = o.limits;
   if (cfg.processes < 1) throw std::invalid_argument("mproc: max_workers must be at least 1");
   if (cfg.maxtasksperchild < 0) throw std::invalid_argument("mproc: max_tasks_per_child must be >= 0");
   return std::make_shared<detail::PoolCore>(std::move(cfg));

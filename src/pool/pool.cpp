@@ -10,6 +10,7 @@ Pool::Pool(PoolOptions options) {
   cfg.maxtasksperchild = options.maxtasksperchild;
   cfg.task_timeout = options.task_timeout ? options.task_timeout->count() : 0;
   cfg.max_retries = options.max_retries;
+  cfg.limits = options.limits;
   if (cfg.maxtasksperchild < 0) throw std::invalid_argument("mproc: maxtasksperchild must be >= 0");
   core_ = std::make_shared<detail::PoolCore>(std::move(cfg));
 }

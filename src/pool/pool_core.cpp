@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <deque>
 #include <thread>
 
+#include "mproc/detail/fd_passing.hpp"
 #include "mproc/detail/pool_core.hpp"
 #include "mproc/process.hpp"
 #include "os/fd.hpp"
@@ -29,6 +31,14 @@ constexpr std::size_t kDepth = 2;  // chunks in flight per worker: one running, 
 // may itself be blocked sending a large result the handler is not reading. Only an idle worker
 // (reading, not writing) gets a large chunk.
 constexpr std::size_t kPipelineMax = 64 * 1024;
+constexpr int kInitDeaths = 3;  // see handle_exit
+
+std::string describe_exit(int code) {
+  if (code >= 0) return "exited with code " + std::to_string(code);
+  std::string s = "killed by signal " + std::to_string(-code);
+  if (-code == SIGXCPU) s += " (SIGXCPU: over its cpu_seconds limit)";
+  return s;
+}
 // Buffers of answered chunks kept for the next chunks (take_buffer): freed, the large ones made
 // glibc trim the heap after every map and fault every page in again for the next one.
 constexpr std::size_t kSpareMin = 64 * 1024, kSpareBytes = 64u << 20, kSpareCount = 64;
@@ -61,8 +71,18 @@ Chunk make_chunk(std::shared_ptr<JobBase> job, std::size_t index, std::size_t fi
   c.bytes = std::move(buffer);
   c.bytes.assign(kChunkHeader, '\0');
   c.bytes[8] = static_cast<char>(ChunkKind::task);
-  OutArchive ar(c.bytes);
-  save(ar);
+  std::vector<int> fds;
+  {
+    FdExportScope scope(fds);  // a descriptor in a task's arguments lands here instead of throwing
+    OutArchive ar(c.bytes);
+    save(ar);
+  }
+  if (!fds.empty())
+    throw Error(
+        "mproc: a task's arguments hold a descriptor (a Value, Array, Lock, Queue, Connection or other "
+        "shared object): it cannot travel to a pool worker with a task. Hand it to every worker once, through "
+        "the pool's initializer (.initializer = mproc::call(init, shared)), and keep it there; Python refuses "
+        "the same ('Lock objects should only be shared between processes through inheritance')");
   return c;
 }
 
@@ -82,13 +102,63 @@ void print_callback_error(const char* what) {
 // ---------------------------------------------------------------------------------------------
 // Worker side
 
-void pool_worker_main(Connection conn, std::int64_t maxtasks) {
-  ::signal(SIGINT, SIG_IGN);  // Ctrl-C is for the program; it stops the pool
+namespace {
+
+void set_limit(int resource, std::uint64_t value, bool lock_hard, const char* what) {
+  rlimit r{};
+  if (::getrlimit(resource, &r) != 0) os::throw_errno(std::string("getrlimit for ") + what);
+  rlim_t v = static_cast<rlim_t>(value);
+  if (r.rlim_max != RLIM_INFINITY && v > r.rlim_max) v = r.rlim_max;  // never above what we may have
+  r.rlim_cur = v;
+  if (lock_hard) r.rlim_max = v;  // the task cannot raise it again
+  if (::setrlimit(resource, &r) != 0) os::throw_errno(std::string("setrlimit for ") + what);
+}
+
+// RLIMIT_CPU counts the process's whole life: the budget of a chunk starts from what was used.
+void arm_cpu_limit(std::uint64_t seconds) {
+  rusage u{};
+  ::getrusage(RUSAGE_SELF, &u);
+  auto used = static_cast<std::uint64_t>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1;  // rounded up
+  set_limit(RLIMIT_CPU, used + seconds, false, "the CPU time limit");
+}
+
+void apply_limits(const ResourceLimits& l) {
+  if (l.address_space) set_limit(RLIMIT_AS, l.address_space, true, "the address space limit");
+  if (l.open_files) set_limit(RLIMIT_NOFILE, l.open_files, true, "the open files limit");
+  ::signal(SIGXCPU, SIG_DFL);
+}
+
+}  // namespace
+
+void pool_worker_main(Connection conn, WorkerSetup setup) {
+  ::signal(SIGINT, SIG_IGN);  // Ctrl-C is for the program; it stops the pool (see README)
   std::int64_t done = 0;
   // One reply buffer for the worker's life: a fresh one per chunk made the heap grow and shrink
   // by the size of every large result (each page faulted in again); a huge one is let go.
   std::string reply;
   constexpr std::size_t kKeepReply = 64u << 20;
+  auto report_failure = [&] {
+    auto report = report_current_exception();
+    reply.resize(kChunkHeader);
+    reply[8] = 0;
+    encode(reply, RemoteInfo{report.type, report.what, current_process().name(), report.stack, ::getpid()});
+  };
+  if (setup.handshake) {
+    // Limits, then the initializer; the answer is the placeholder chunk the pool holds (id 0).
+    reply.assign(kChunkHeader, '\0');
+    try {
+      apply_limits(setup.limits);
+      if (setup.initializer)
+        setup.initializer->call();  // fork: in memory, its descriptors inherited
+      else if (!setup.saved_initializer.empty())  // imports its descriptors: still in scope here
+        run_saved_task(setup.saved_initializer.data(), setup.saved_initializer.size(), nullptr);
+      reply[8] = 1;
+    } catch (...) {
+      report_failure();
+    }
+    conn.send_bytes(reply);
+    if (reply[8] == 0) return;  // a worker without its initializer is no worker
+  }
   for (;;) {
     std::vector<std::byte> msg;
     try {
@@ -103,17 +173,14 @@ void pool_worker_main(Connection conn, std::int64_t maxtasks) {
     reply.assign(kChunkHeader, '\0');
     std::memcpy(reply.data(), msg.data(), 8);
     try {
+      if (setup.limits.cpu_seconds) arm_cpu_limit(setup.limits.cpu_seconds);
       run_saved_task(msg.data() + kChunkHeader, msg.size() - kChunkHeader, &reply);
       reply[8] = 1;
     } catch (...) {
-      auto report = report_current_exception();
-      reply.resize(kChunkHeader);
-      reply[8] = 0;
-      encode(reply, RemoteInfo{report.type, report.what, current_process().name(), report.stack, ::getpid()});
+      report_failure();
     }
     conn.send_bytes(reply);
-    if (kind == ChunkKind::init && reply[8] == 0) return;  // a worker without its initializer is no worker
-    if (kind == ChunkKind::task && maxtasks > 0 && ++done >= maxtasks) return;
+    if (kind == ChunkKind::task && setup.maxtasks > 0 && ++done >= setup.maxtasks) return;
   }
 }
 
@@ -149,6 +216,8 @@ struct PoolCore::Impl {
   std::uint64_t next_id = 1;
   int worker_counter = 0;
   std::string title;
+  std::shared_ptr<const Task> initializer;  // cfg.initializer, shared with every WorkerSetup
+  int init_deaths = 0;  // workers in a row that died before their initializer answered
 
   void notify() {
     std::uint64_t one = 1;
@@ -157,29 +226,32 @@ struct PoolCore::Impl {
 
   void start_worker() {
     auto [parent_end, child_end] = Pipe();
+    WorkerSetup setup;
+    setup.maxtasks = cfg.maxtasksperchild;
+    setup.limits = cfg.limits;
+    setup.handshake = initializer || cfg.limits.any();
+    setup.initializer = initializer;
     auto w = std::make_unique<Worker>(
         Process(ProcessOptions{.name = title + "-" + std::to_string(++worker_counter), .daemon = true, .context = cfg.context},
-                pool_worker_main, child_end, static_cast<std::int64_t>(cfg.maxtasksperchild)),
+                pool_worker_main, child_end, std::move(setup)),
         parent_end);
     w->proc.start();
     child_end.close();
-    if (cfg.initializer) {
+    if (initializer || cfg.limits.any()) {  // the worker answers this placeholder (id 0) first
       Chunk init;
       init.bytes.assign(kChunkHeader, '\0');
       init.bytes[8] = static_cast<char>(ChunkKind::init);
-      OutArchive ar(init.bytes);
-      cfg.initializer->save(ar);
-      send(*w, std::move(init));
+      w->running_since = Clock::now();
+      w->inflight.push_back(std::move(init));
     }
     workers.push_back(std::move(w));
   }
 
   // Hands c to w. When w is already gone (EOFError: it died, e.g. of the chunk before this one),
-  // the chunk never reached it: a task goes back to the front of the queue to run elsewhere, and
-  // w takes nothing more; its exit is handled when its EOF is read. (The chunk must not be lost
+  // the chunk never reached it: it goes back to the front of the queue to run elsewhere, and w
+  // takes nothing more; its exit is handled when its EOF is read. (The chunk must not be lost
   // with the failed send: a worker dying fast, as a fork child does, made its pipelined
-  // neighbour vanish and the caller wait forever.) An undelivered initializer stays with w: a
-  // worker that dies before its initializer ran would die again in every replacement.
+  // neighbour vanish and the caller wait forever.)
   void send(Worker& w, Chunk c) {
     std::uint64_t id = next_id++;
     std::memcpy(c.bytes.data(), &id, 8);
@@ -189,7 +261,6 @@ struct PoolCore::Impl {
       w.conn.send_bytes(w.inflight.back().bytes);
     } catch (const EOFError&) {
       w.gone = true;
-      if (!w.inflight.back().job) return;
       Chunk undelivered = std::move(w.inflight.back());
       w.inflight.pop_back();
       std::lock_guard lock(mu);
@@ -222,7 +293,10 @@ struct PoolCore::Impl {
     const std::byte* data = msg.data() + kChunkHeader;
     std::size_t n = msg.size() - kChunkHeader;
     if (msg[8] == std::byte{1}) {
-      if (!c.job) return;  // the initializer ran
+      if (!c.job) {  // the initializer ran
+        init_deaths = 0;
+        return;
+      }
       try {
         c.job->chunk_done(c.index, data, n);
       } catch (...) {
@@ -286,10 +360,15 @@ struct PoolCore::Impl {
     held.pop_front();
     std::deque<Chunk> requeue;
     if (!running.job) {
-      set_broken(std::make_exception_ptr(WorkerCrashed(
-                     "the pool's initializer killed worker " + std::to_string(pid) + " (exit code " + std::to_string(code) + ")",
-                     pid, code, 0, 0)),
-                 "initializer crashed");
+      // Died before its initializer (and limits) answered. Once may be a kill from outside; the
+      // same death in a row of replacements is the initializer's, and would repeat forever.
+      if (++init_deaths >= kInitDeaths)
+        set_broken(std::make_exception_ptr(WorkerCrashed(
+                       "the pool's workers died " + std::to_string(init_deaths) +
+                           " times in a row before their initializer finished (the last, " + std::to_string(pid) + ", " +
+                           describe_exit(code) + ")",
+                       pid, code, 0, 0)),
+                   "initializer crashed");
     } else if (timed_out) {
       fail(running, std::make_exception_ptr(TimeoutError(
                         "the task ran longer than task_timeout; worker " + std::to_string(pid) + " was killed and replaced")));
@@ -297,7 +376,7 @@ struct PoolCore::Impl {
       ++running.attempts;
       requeue.push_back(std::move(running));
     } else {
-      std::string how = code < 0 ? "killed by signal " + std::to_string(-code) : "exited with code " + std::to_string(code);
+      std::string how = describe_exit(code);
       auto e = std::make_exception_ptr(WorkerCrashed(
           "worker " + std::to_string(pid) + " " + how + " while running items [" + std::to_string(running.first_item) + ", " +
               std::to_string(running.first_item + running.item_count) + ")",
@@ -479,6 +558,7 @@ PoolCore::PoolCore(PoolConfig config) : impl_(std::make_unique<Impl>()) {
   m.cfg = std::move(config);
   if (m.cfg.processes < 1) throw std::invalid_argument("mproc: a pool needs at least one process");
   m.title = method_title(m.cfg.context);
+  if (m.cfg.initializer) m.initializer = std::make_shared<const Task>(*m.cfg.initializer);
   m.wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!m.wake) os::throw_errno("eventfd for the pool");
   // The first workers start here, on the caller's thread (as Python does), before the handler

@@ -21,6 +21,32 @@
 #include "mproc/detail/callable.hpp"
 #include "mproc/errors.hpp"
 
+namespace mproc {
+
+/// Limits applied (setrlimit) in every worker of a Pool or ProcessPoolExecutor before its
+/// initializer and first task, under every start method, so that one runaway input cannot take
+/// the machine down. 0: no limit (the worker keeps what it inherited).
+///
+///     mproc::Pool pool({.limits = {.address_space = 2ull << 30, .cpu_seconds = 60, .open_files = 256}});
+///
+/// - address_space (bytes, RLIMIT_AS): the worker's whole virtual memory, including what it
+///   inherited under fork; an allocation beyond it fails, so the task's std::bad_alloc comes back
+///   as RemoteError (or the worker dies, e.g. of a stack overflow, as WorkerCrashed).
+/// - cpu_seconds (RLIMIT_CPU): CPU time per chunk of work, counted from when the worker takes it
+///   (rounded up to a whole second); a task over it is killed by SIGXCPU and fails with
+///   WorkerCrashed; the worker is replaced.
+/// - open_files (RLIMIT_NOFILE): descriptors the worker may hold, the pool's own included (about
+///   a dozen); an open beyond it fails with EMFILE inside the task.
+/// Neither the worker nor its task can raise address_space or open_files again.
+struct ResourceLimits {
+  std::uint64_t address_space{0};
+  std::uint64_t cpu_seconds{0};
+  std::uint64_t open_files{0};
+  bool any() const noexcept { return address_space != 0 || cpu_seconds != 0 || open_files != 0; }
+};
+
+}  // namespace mproc
+
 namespace mproc::detail {
 
 // ---------------------------------------------------------------------------------------------
@@ -61,6 +87,7 @@ struct PoolConfig {
   double task_timeout = 0;  // seconds; 0: none
   int max_retries = 0;
   bool break_on_crash = false;  // the executor's compatibility mode: a crash breaks the pool
+  ResourceLimits limits;
 };
 
 class PoolCore {
@@ -92,8 +119,34 @@ class PoolCore {
   std::unique_ptr<Impl> impl_;
 };
 
+/// What a worker needs before its first task. It travels as an argument of the worker's Process,
+/// not through the worker's connection, so that descriptors in the initializer's arguments (a
+/// Value, a Lock, a Connection) reach the worker the way a Process's arguments do: in memory
+/// under fork, beside the start-up message under spawn and forkserver.
+struct WorkerSetup {
+  std::int64_t maxtasks = 0;
+  ResourceLimits limits;
+  bool handshake = false;  // the worker reports its initializer (and limits) before any task
+  std::shared_ptr<const Task> initializer;  // here, and in a fork child: run in memory
+  std::string saved_initializer;  // in a spawned or forkserver child: written by Task::save
+
+  template <class A>
+  void save(A& ar) const {
+    std::string init;
+    if (initializer) {
+      OutArchive inner(init);  // descriptors go to the start-up message's FdExportScope
+      initializer->save(inner);
+    }
+    ar(maxtasks, limits.address_space, limits.cpu_seconds, limits.open_files, handshake, init);
+  }
+  template <class A>
+  void load(A& ar) {
+    ar(maxtasks, limits.address_space, limits.cpu_seconds, limits.open_files, handshake, saved_initializer);
+  }
+};
+
 /// The function a pool worker runs.
-void pool_worker_main(Connection conn, std::int64_t maxtasks);
+void pool_worker_main(Connection conn, WorkerSetup setup);
 
 // ---------------------------------------------------------------------------------------------
 // Results (shared between the handler thread and the caller)
