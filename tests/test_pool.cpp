@@ -1,13 +1,16 @@
 // Pool under every start method: results, errors that come back, workers that die, options.
 #include <gtest/gtest.h>
 #include <mproc/mproc.hpp>
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <numeric>
 #include <ranges>
 #include <set>
@@ -397,6 +400,86 @@ TEST_P(PoolTest, AnOpenFilesLimitFailsOpensBeyondIt) {
   } catch (const mproc::RemoteError& e) {
     EXPECT_NE(e.message().find("open /dev/null"), std::string::npos) << e.what();
   }
+}
+
+// Processes of a process group that have not ended (zombies count as ended).
+std::vector<int> live_members(int pgid) {
+  std::vector<int> out;
+  if (DIR* d = ::opendir("/proc")) {
+    while (dirent* e = ::readdir(d)) {
+      int pid = std::atoi(e->d_name);
+      if (pid <= 0) continue;
+      std::FILE* f = std::fopen(("/proc/" + std::string(e->d_name) + "/stat").c_str(), "r");
+      if (!f) continue;
+      char buf[1024] = {};
+      std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+      std::fclose(f);
+      std::string stat(buf, n);
+      auto close_paren = stat.rfind(')');
+      if (close_paren == std::string::npos) continue;
+      char state = 0;
+      int ppid = 0, group = 0;
+      if (std::sscanf(stat.c_str() + close_paren + 1, " %c %d %d", &state, &ppid, &group) == 3 && group == pgid && state != 'Z')
+        out.push_back(pid);
+    }
+    ::closedir(d);
+  }
+  return out;
+}
+
+TEST_P(PoolTest, CtrlCDuringAMapEndsTheProgramAndLeavesNoWorkerBehind) {
+  // The helper maps tasks that sleep for minutes; SIGINT goes to its whole process group, as a
+  // terminal sends it. The program ends by SIGINT (C++ has no KeyboardInterrupt: the default
+  // action is what a user sees), every worker ignores SIGINT and dies with it, and so do the
+  // fork server and the resource tracker.
+  int out[2];
+  ASSERT_EQ(::pipe2(out, O_CLOEXEC), 0);
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::setpgid(0, 0);
+    ::dup2(out[1], 1);
+    const char* helper = MPROC_TEST_HELPER_pool_ctrl_c;
+    ::execl(helper, helper, GetParam().c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::setpgid(child, child);  // either side may win the race; both ask for the same
+  ::close(out[1]);
+  std::string line;
+  char c;
+  while (::read(out[0], &c, 1) == 1 && c != '\n') line += c;
+  ::close(out[0]);
+  ASSERT_EQ(line.rfind("workers ", 0), 0u) << "helper said: " << line;
+  std::vector<int> workers;
+  for (std::size_t at = 8; at < line.size();) {
+    std::size_t next = line.find(' ', at);
+    workers.push_back(std::atoi(line.substr(at, next - at).c_str()));
+    at = next == std::string::npos ? line.size() : next + 1;
+  }
+  ASSERT_EQ(workers.size(), 2u) << line;
+
+  ASSERT_EQ(::kill(-child, SIGINT), 0);
+
+  int status = 0;
+  pid_t done = 0;
+  for (int i = 0; i < 3000 && done == 0; ++i) {  // bounded: 30 s
+    done = ::waitpid(child, &status, WNOHANG);
+    if (done == 0) ::usleep(10000);
+  }
+  if (done == 0) {
+    ::kill(-child, SIGKILL);
+    ::waitpid(child, &status, 0);
+    FAIL() << "the program did not end within 30 s of Ctrl-C";
+  }
+  EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT) << "status " << status;
+  std::vector<int> left;
+  for (int i = 0; i < 3000; ++i) {  // the workers end with their parent; bounded: 30 s
+    left = live_members(child);
+    if (left.empty()) break;
+    ::usleep(10000);
+  }
+  EXPECT_TRUE(left.empty()) << left.size() << " processes of the program outlived it, the first " << left.front();
+  for (int pid : left) ::kill(pid, SIGKILL);
 }
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, PoolTest, ::testing::Values("fork", "spawn", "forkserver"),
