@@ -7,10 +7,22 @@
 #include <mproc/managers.hpp>
 #include <mproc/mproc.hpp>
 
+#include <sys/wait.h>
+
+#include <cstdio>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
+
+// Outside any anonymous namespace: the remote program (tests/helpers/manager_client.cpp)
+// registers the same type under the same name, and the server checks that the names match.
+struct Counter {
+  long n = 0;
+  long add(long k) { return n += k; }
+  long get() const { return n; }
+  void fail() { throw std::logic_error("counter says no"); }
+};
 
 namespace {
 
@@ -430,13 +442,6 @@ INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerTest, ::testing::Values("fork", "s
 
 // ------------------------------------------------------------------ BaseManager, register_type
 
-struct Counter {
-  long n = 0;
-  long add(long k) { return n += k; }
-  long get() const { return n; }
-  void fail() { throw std::logic_error("counter says no"); }
-};
-
 TEST(BaseManagerTest, RegisteredTypeIsCreatedAndCalledOnTheServer) {
   mproc::BaseManager m;
   m.register_type<Counter, &Counter::add, &Counter::get, &Counter::fail>("Counter");
@@ -480,5 +485,52 @@ TEST(BaseManagerTest, GetServerServeForeverAndConnect) {
   server.stop();
   t.join();
 }
+
+// ------------------------------------------------------------------ a separate program
+
+struct ProgramResult {
+  int exit_code = -1;
+  std::string out;
+};
+
+ProgramResult run_helper(const mproc::connection::Address& a, const std::string& key) {
+  std::string cmd = std::string(MPROC_TEST_HELPER_manager_client) + " " + a.host + " " + std::to_string(a.port) + " " + key;
+  ProgramResult r;
+  FILE* f = ::popen(cmd.c_str(), "r");
+  if (!f) return r;
+  char buf[512];
+  while (std::fgets(buf, sizeof buf, f)) r.out += buf;
+  int status = ::pclose(f);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+class RemoteManager : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(RemoteManager, SeparateProgramWithTheRightKeyUsesTheServerOverTcp) {
+  mproc::SyncManager m({.address = mproc::connection::Address(GetParam(), 0), .authkey = std::string("remote-key")});
+  m.register_type<Counter, &Counter::add, &Counter::get, &Counter::fail>("Counter");
+  m.start();
+  auto r = run_helper(m.address(), "remote-key");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(r.out, "add 42\nupdate_with refused\ncounter 11\nlist 1\n");
+  EXPECT_EQ(settled_objects(m, 0), 0u);  // the program ended: its objects went with it
+}
+
+TEST_P(RemoteManager, SeparateProgramWithAWrongKeyIsRefusedAndTheServerGoesOn) {
+  mproc::SyncManager m({.address = mproc::connection::Address(GetParam(), 0), .authkey = std::string("remote-key")});
+  m.register_type<Counter, &Counter::add, &Counter::get, &Counter::fail>("Counter");
+  m.start();
+  auto r = run_helper(m.address(), "not-the-key");
+  EXPECT_EQ(r.exit_code, 3) << r.out;
+  EXPECT_NE(r.out.find("AuthenticationError"), std::string::npos) << r.out;
+  auto d = m.dict<int, int>();  // still serving
+  d.set(1, 2);
+  EXPECT_EQ(d.at(1), 2);
+  r = run_helper(m.address(), "remote-key");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Loopback, RemoteManager, ::testing::Values("127.0.0.1", "::1"));
 
 }  // namespace

@@ -1,0 +1,183 @@
+// Managers under failure: the server killed mid-use (every proxy call, even a blocked one,
+// fails with ConnectionError instead of hanging), a client killed in the middle of calls (the
+// server goes on, the client's locks and references are released, a queue item it was
+// waiting for is not lost), and hostile bytes on the manager socket (garbage, unknown
+// requests, methods and objects, wrong types, forged functions): an error reply or a closed
+// connection, never a crash.
+#include <gtest/gtest.h>
+#include <mproc/managers.hpp>
+#include <mproc/mproc.hpp>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "managers/protocol.hpp"
+
+namespace {
+
+using mproc::seconds;
+namespace mgr = mproc::detail::mgr;
+
+class ManagerFaults : public ::testing::TestWithParam<std::string> {
+ protected:
+  mproc::Context ctx() const { return mproc::get_context(GetParam()); }
+};
+
+void blocked_getter(mproc::QueueProxy<int> q, mproc::Connection out) {
+  out.send(1);
+  try {
+    q.get();
+    std::exit(5);
+  } catch (const mproc::ConnectionError&) {
+    std::exit(7);  // the expected outcome
+  } catch (...) {
+    std::exit(6);
+  }
+}
+
+TEST_P(ManagerFaults, KilledServerMakesEveryCallAConnectionErrorEvenABlockedOne) {
+  auto m = mproc::Manager({.ctx = ctx()});
+  auto d = m.dict<int, int>();
+  auto q = m.Queue<int>();
+  auto lock = m.Lock();
+  d.set(1, 1);
+  auto [mine, theirs] = mproc::Pipe();
+  auto p = ctx().Process(blocked_getter, q, theirs);
+  p.start();
+  EXPECT_EQ(mine.recv<int>(), 1);
+  ASSERT_TRUE(m.server_pid().has_value());
+  ::kill(*m.server_pid(), SIGKILL);
+  p.join();
+  EXPECT_EQ(p.exitcode(), 7);
+  EXPECT_THROW(d.set(1, 2), mproc::ConnectionError);
+  EXPECT_THROW(d.at(1), mproc::ConnectionError);
+  EXPECT_THROW(lock.acquire(), mproc::ConnectionError);
+  EXPECT_THROW(q.put(1), mproc::ConnectionError);
+  EXPECT_THROW((m.dict<int, int>()), mproc::ConnectionError);
+}
+
+void lock_holder_then_block(mproc::AcquirerProxy lock, mproc::QueueProxy<int> q, mproc::DictProxy<int, int> d,
+                            mproc::Connection out) {
+  lock.acquire();
+  d.set(2, 2);
+  out.send(1);
+  q.get();  // killed while the server waits for an item for us
+}
+
+TEST_P(ManagerFaults, ClientKilledMidCallLeavesTheServerHealthyAndReleasesWhatItHeld) {
+  auto m = mproc::Manager({.ctx = ctx()});
+  auto lock = m.Lock();
+  auto q = m.Queue<int>();
+  auto d = m.dict<int, int>();
+  auto [mine, theirs] = mproc::Pipe();
+  auto p = ctx().Process(lock_holder_then_block, lock, q, d, theirs);
+  p.start();
+  EXPECT_EQ(mine.recv<int>(), 1);
+  EXPECT_FALSE(lock.acquire(false));
+  p.kill();
+  p.join();
+  EXPECT_TRUE(lock.acquire(true, seconds(60)));  // the dead client's lock was released
+  lock.release();
+  q.put(42);
+  EXPECT_EQ(q.get(true, seconds(60)), 42);  // nobody took it for the dead client
+  EXPECT_EQ(d.at(2), 2);
+}
+
+void hammer(mproc::DictProxy<int, int> d) {
+  for (int i = 0;; ++i) d.add(i % 10, 1);
+}
+
+TEST_P(ManagerFaults, ClientsKilledInTheMiddleOfManyCallsLeaveConsistentObjects) {
+  auto m = mproc::Manager({.ctx = ctx()});
+  auto d = m.dict<int, int>();
+  std::vector<mproc::Process> ps;
+  for (int i = 0; i < 3; ++i) ps.push_back(ctx().Process(hammer, d));
+  for (auto& p : ps) p.start();
+  for (int i = 0; i < 6000 && d.size() < 10; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  for (auto& p : ps) p.kill();
+  for (auto& p : ps) p.join();
+  ASSERT_EQ(d.size(), 10u);
+  for (auto& [k, v] : d.items()) EXPECT_GT(v, 0) << k;
+  int before = d.at(0);
+  EXPECT_EQ(d.add(0, 1), before + 1);  // still serving, each value still a whole int
+}
+
+INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerFaults, ::testing::Values("fork", "spawn", "forkserver"));
+
+// ------------------------------------------------------------------ hostile bytes
+
+std::string request(mgr::Op op, auto... fields) {
+  std::string s;
+  mproc::detail::OutArchive ar(s);
+  ar(static_cast<std::uint8_t>(op), fields...);
+  return s;
+}
+
+// One raw exchange: the reply's status byte, or -1 when the server closed the connection.
+int roundtrip(mproc::Connection& c, const std::string& bytes) {
+  try {
+    c.send_bytes(bytes);
+    if (!c.poll(seconds(60))) return -2;
+    auto r = c.recv_bytes();
+    return r.empty() ? -3 : static_cast<int>(r[0]);
+  } catch (const std::exception&) {
+    return -1;
+  }
+}
+
+TEST(ManagerHostileBytes, GarbageUnknownRequestsAndWrongTypesGetErrorsAndTheServerGoesOn) {
+  auto m = mproc::Manager();
+  auto d = m.dict<std::string, int>();
+  d.set("k", 1);
+  std::string key = mproc::current_process().authkey();
+  auto c = mproc::connection::Client(m.address(), key);
+  std::uint64_t dict_type = mproc::detail::type_fingerprint<mproc::DictProxy<std::string, int>>();
+  EXPECT_EQ(roundtrip(c, std::string(1, '\x7f')), 1);                              // unknown op
+  EXPECT_EQ(roundtrip(c, std::string()), 1);                                       // empty request
+  EXPECT_EQ(roundtrip(c, request(mgr::Op::call, std::uint64_t{999999}, dict_type, std::string("get"))), 1);  // no object
+  EXPECT_EQ(roundtrip(c, request(mgr::Op::call, d.id(), dict_type, std::string("no_such_method"))), 1);
+  EXPECT_EQ(roundtrip(c, request(mgr::Op::call, d.id(), std::uint64_t{12345}, std::string("get"))), 1);     // wrong type
+  EXPECT_EQ(roundtrip(c, request(mgr::Op::call, d.id(), dict_type, std::string("get"))), 1);  // missing argument
+  EXPECT_EQ(roundtrip(c, request(mgr::Op::call, d.id(), dict_type, std::string("set"), std::uint64_t{1} << 60)), 1);
+  EXPECT_EQ(roundtrip(c, request(mgr::Op::create, std::string("NoSuchType"), std::uint64_t{1})), 1);
+  EXPECT_EQ(roundtrip(c, request(mgr::Op::create, std::string("Array"), std::uint64_t{1}, std::uint64_t{0}, std::string())), 1);
+  EXPECT_EQ(roundtrip(c, request(mgr::Op::decref, d.id())), 0);  // not ours to release: ignored
+  // A forged function for update_with: a code identity that does not verify.
+  mproc::detail::CodeRef forged{0x1234, 0x5678, {}};
+  std::string upd;
+  {
+    mproc::detail::OutArchive ar(upd);
+    ar(forged);
+  }
+  EXPECT_EQ(roundtrip(c, request(mgr::Op::call, d.id(), dict_type, std::string("update_with"), std::string("kk"), upd)), 1);
+  // Random requests, some starting like real ones: bounded, seeded, all answered or dropped.
+  std::mt19937_64 rng(6);
+  const char* methods[] = {"get", "set", "getopt", "get_many", "set_many", "items", "add", "update_with", "pop"};
+  for (int i = 0; i < 2000; ++i) {
+    std::string bytes;
+    if (i % 2 == 0) bytes = request(mgr::Op::call, d.id(), dict_type, std::string(methods[rng() % 9]));
+    std::size_t n = rng() % 64;
+    for (std::size_t j = 0; j < n; ++j) bytes.push_back(static_cast<char>(rng()));
+    if (!bytes.empty() && bytes[0] == static_cast<char>(mgr::Op::shutdown)) bytes[0] = '\x7f';  // that one is legal
+    int r = roundtrip(c, bytes);
+    ASSERT_TRUE(r == 0 || r == 1 || r == -1) << "request " << i << " got " << r;
+    if (r == -1) c = mproc::connection::Client(m.address(), key);
+  }
+  // Not a frame at all: the connection is closed, the server goes on.
+  {
+    auto raw = mproc::connection::Client(m.address(), key);
+    std::string junk(4096, '\x55');
+    ::send(raw.fileno(), junk.data(), junk.size(), MSG_NOSIGNAL);
+    EXPECT_ANY_THROW((void)raw.recv_bytes());  // EOF, or a reset as unread junk is discarded
+  }
+  EXPECT_EQ(d.at("k"), 1);
+  d.set("k", 2);
+  EXPECT_EQ(d.at("k"), 2);
+}
+
+}  // namespace
