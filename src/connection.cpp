@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <limits>
@@ -140,6 +141,21 @@ struct ArrivedFd {
 
 constexpr std::size_t kMaxFdsPerRead = 8;
 
+// The threshold a new Connection starts with: MPROC_SHM_THRESHOLD (bytes, or "off") when set,
+// read once; so a program can tune the Pool's channels, which it never sees, and children
+// inherit the setting with their environment.
+std::size_t default_shm_threshold() {
+  static const std::size_t value = [] {
+    const char* e = std::getenv("MPROC_SHM_THRESHOLD");
+    if (!e || !*e) return Connection::kSharedMemoryThreshold;
+    if (std::strcmp(e, "off") == 0) return std::numeric_limits<std::size_t>::max();
+    char* end = nullptr;
+    unsigned long long v = std::strtoull(e, &end, 10);
+    return *end ? Connection::kSharedMemoryThreshold : static_cast<std::size_t>(v);
+  }();
+  return value;
+}
+
 struct ConnectionImpl {
   os::Fd fd;
   bool readable = false;
@@ -147,7 +163,7 @@ struct ConnectionImpl {
   bool unix_socket = false;  // can carry descriptors, so shared-memory frames
   bool is_socket = false;    // sends with MSG_NOSIGNAL: a closed peer is an error, not SIGPIPE (TCP too)
   std::size_t max_message = std::size_t{1} << 30;
-  std::size_t shm_threshold = Connection::kSharedMemoryThreshold;
+  std::size_t shm_threshold = default_shm_threshold();
   // Bytes read ahead of the current frame, so a small message costs one read() call.
   std::vector<char> rbuf = std::vector<char>(64 * 1024);
   std::size_t rbeg = 0, rend = 0;

@@ -144,7 +144,8 @@ class Connection {
   /// memory: the sender copies the payload once into a new memfd, seals it and passes it with
   /// SCM_RIGHTS beside a 24-byte header; the receiver checks the seals and the size and maps it.
   /// This skips the socket's small buffer and the context switches it costs (see
-  /// docs/design/large-messages.md). Default kSharedMemoryThreshold; SIZE_MAX turns it off.
+  /// docs/design/large-messages.md). Default kSharedMemoryThreshold, or the environment's
+  /// MPROC_SHM_THRESHOLD (bytes, or "off") read once per process; SIZE_MAX turns it off.
   /// Smaller messages, and every message on a plain pipe, stream through the descriptor. The
   /// setting belongs to the sending end and goes with the Connection to a child process.
   void set_shared_memory_threshold(std::size_t bytes);
