@@ -16,6 +16,7 @@ struct ExecutorOptions {
   std::optional<int> max_workers{};
   /// Empty: the start method in force.
   std::optional<Context> mp_context{};
+  /// As PoolOptions::initializer: its arguments may carry shared objects to every worker.
   Call initializer{};
   int max_tasks_per_child{0};
   /// Python's behaviour: a worker's death breaks the whole pool (BrokenProcessPool for every

@@ -45,7 +45,10 @@ Call call(F&& f, Args&&... args) {
 struct PoolOptions {
   /// Empty: cpu_count().
   std::optional<int> processes{};
-  /// Run once in each worker before its first task.
+  /// Run once in each worker (and each replacement) before its first task. Its arguments may
+  /// hold shared objects with descriptors (Value, Array, Lock, Queue, Connection) under every
+  /// start method; a task's arguments may not (submitting one throws mproc::Error): hand them
+  /// over here and keep them in the worker, as Python's `initargs`.
   Call initializer{};
   /// Replace a worker after this many tasks (0: never).
   int maxtasksperchild{0};
