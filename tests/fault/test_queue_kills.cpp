@@ -88,6 +88,13 @@ void consume_counting(mproc::Queue<int> q, mproc::RawArray<int> seen, mproc::Raw
   }
 }
 
+// Takes one item and dies before task_done() (the parent kills it).
+void get_and_hang(mproc::JoinableQueue<int> q, mproc::Event got) {
+  q.get();
+  got.set();
+  for (;;) ::pause();
+}
+
 // --------------------------------------------------------------------------- large items
 
 TEST_P(QueueKillTest, ProducerKilledInTheMiddleOfALargeItemLeavesNoTraceOfIt) {
@@ -225,6 +232,26 @@ TEST_P(QueueKillTest, ConsumerKilledMidRunLosesAtMostTheItemItWasTaking) {
   EXPECT_LE(missing, 1) << "only the item the killed consumer was taking may be lost";
   EXPECT_TRUE(sut.empty());
   EXPECT_EQ(sut.qsize(), 0u);
+}
+
+// --------------------------------------------------------------------------- JoinableQueue
+
+TEST_P(QueueKillTest, JoinableQueueTaskOfAKilledConsumerStaysUnfinishedAndJoinTimesOut) {
+  mproc::JoinableQueue<int> sut;
+  mproc::Event got;
+  sut.put(1);
+  sut.put(2);
+  auto dying = ctx().Process(get_and_hang, sut, got);
+  dying.start();
+  ASSERT_TRUE(got.wait(60s));
+  kill_and_join(dying);
+
+  EXPECT_EQ(sut.get(), 2);
+  sut.task_done();
+  EXPECT_FALSE(sut.join(50ms)) << "item 1 was taken but never done";
+  sut.task_done();  // done on the dead consumer's behalf
+  EXPECT_TRUE(sut.join(10s));
+  EXPECT_THROW(sut.task_done(), mproc::ValueError);
 }
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, QueueKillTest, ::testing::Values("fork", "spawn", "forkserver"));
