@@ -16,7 +16,8 @@ endif()
 if(MPROC_SANITIZE)
   list(JOIN MPROC_SANITIZE "," mproc_sanitizers)
   # Directory scope: applies to the library, tests, examples and benchmarks alike.
-  set(MPROC_SANITIZE_FLAGS -fsanitize=${mproc_sanitizers} -fno-omit-frame-pointer)
+  # Any report fails: undefined behaviour aborts instead of printing and going on.
+  set(MPROC_SANITIZE_FLAGS -fsanitize=${mproc_sanitizers} -fno-sanitize-recover=all -fno-omit-frame-pointer)
   add_compile_options(${MPROC_SANITIZE_FLAGS})
   add_link_options(${MPROC_SANITIZE_FLAGS})
 endif()

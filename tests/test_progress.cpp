@@ -85,4 +85,74 @@ TEST(ProgressTest, WhenStderrIsNotATerminalTheBarFallsBackToTheCallback) {
   EXPECT_EQ(err.finish(), "");
 }
 
+int square(int x) { return x * x; }
+
+class PoolProgressTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  using Reports = std::vector<std::pair<std::size_t, std::size_t>>;
+  mproc::Pool pool_with(Reports& reports) {
+    // Reports come from the pool's handler thread; this test reads them after the map returned.
+    return mproc::Pool({.processes = 2,
+                        .context = mproc::get_context(GetParam()),
+                        .progress = mproc::Progress([&reports](std::size_t done, std::size_t total) {
+                          reports.emplace_back(done, total);
+                        })});
+  }
+};
+
+TEST_P(PoolProgressTest, AMapReportsOncePerChunkUpToAllItems) {
+  Reports reports;
+  auto pool = pool_with(reports);
+  std::vector<int> items(100);
+  auto out = pool.map(square, items, 10);
+  ASSERT_EQ(out.size(), 100u);
+  ASSERT_EQ(reports.size(), 10u);
+  for (std::size_t i = 0; i < reports.size(); ++i) {
+    EXPECT_EQ(reports[i].first, (i + 1) * 10);
+    EXPECT_EQ(reports[i].second, 100u);
+  }
+}
+
+TEST_P(PoolProgressTest, AStarmapReportsToo) {
+  Reports reports;
+  auto pool = pool_with(reports);
+  std::vector<std::tuple<int, int>> items(7, {2, 3});
+  auto out = pool.starmap([](int a, int b) { return a * b; }, items, 2);
+  EXPECT_EQ(out, std::vector<int>(7, 6));
+  ASSERT_FALSE(reports.empty());
+  EXPECT_EQ(reports.back(), std::make_pair(std::size_t{7}, std::size_t{7}));
+}
+
+TEST_P(PoolProgressTest, AnImapCountsItemsAsTheyComeAndKnowsTheTotalOnceItsInputEnded) {
+  Reports reports;
+  auto pool = pool_with(reports);
+  std::vector<int> items(50);
+  std::size_t seen = 0;
+  for (int r : pool.imap_unordered(square, items, 5)) {
+    EXPECT_EQ(r, 0);
+    ++seen;
+  }
+  pool.close();
+  pool.join();  // every report has been made
+  EXPECT_EQ(seen, 50u);
+  ASSERT_EQ(reports.size(), 10u);
+  std::size_t last = 0;
+  for (auto [done, total] : reports) {
+    EXPECT_GT(done, last);
+    EXPECT_TRUE(total == 0 || total == 50u) << total;
+    last = done;
+  }
+  EXPECT_EQ(last, 50u);
+}
+
+TEST_P(PoolProgressTest, ApplyDoesNotReport) {
+  Reports reports;
+  auto pool = pool_with(reports);
+  EXPECT_EQ(pool.apply(square, 3), 9);
+  EXPECT_TRUE(reports.empty());
+}
+
+INSTANTIATE_TEST_SUITE_P(StartMethods, PoolProgressTest, ::testing::Values("fork", "spawn", "forkserver"),
+                         [](const auto& info) { return info.param; });
+
 }  // namespace

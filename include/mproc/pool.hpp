@@ -15,6 +15,7 @@
 #include "mproc/context.hpp"
 #include "mproc/detail/pool_core.hpp"
 #include "mproc/errors.hpp"
+#include "mproc/progress.hpp"
 
 namespace mproc {
 
@@ -61,6 +62,9 @@ struct PoolOptions {
   int max_retries{0};
   /// Per-worker address space, CPU seconds per chunk and open files (see ResourceLimits).
   ResourceLimits limits{};
+  /// Reports completed/total items of map, starmap, imap and imap_unordered (and their async
+  /// forms): Progress::bar() draws a bar on a terminal (see mproc/progress.hpp).
+  Progress progress{};
 };
 
 /// Python: multiprocessing.pool.AsyncResult. R = void for a call without a result.
@@ -258,6 +262,7 @@ class Pool {
   explicit Pool(std::shared_ptr<detail::PoolCore> core) : core_(std::move(core)) {}
   friend class ProcessPoolExecutor;
   std::shared_ptr<detail::PoolCore> core_;
+  Progress progress_;
 };
 
 }  // namespace mproc

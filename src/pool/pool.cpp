@@ -13,6 +13,7 @@ Pool::Pool(PoolOptions options) {
   cfg.limits = options.limits;
   if (cfg.maxtasksperchild < 0) throw std::invalid_argument("mproc: maxtasksperchild must be >= 0");
   core_ = std::make_shared<detail::PoolCore>(std::move(cfg));
+  progress_ = std::move(options.progress);
 }
 
 Pool::~Pool() {

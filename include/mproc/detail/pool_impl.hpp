@@ -30,8 +30,8 @@ class ApplyJob : public JobBase {
 template <class R>
 class MapJob : public JobBase {
  public:
-  MapJob(std::shared_ptr<ResultState<std::vector<R>>> s, std::size_t n, std::vector<std::size_t> firsts)
-      : s_(std::move(s)), out_(n), firsts_(std::move(firsts)), remaining_(firsts_.size()) {}
+  MapJob(std::shared_ptr<ResultState<std::vector<R>>> s, std::size_t n, std::vector<std::size_t> firsts, Progress progress)
+      : s_(std::move(s)), out_(n), firsts_(std::move(firsts)), remaining_(firsts_.size()), progress_(std::move(progress)) {}
   void chunk_done(std::size_t index, const std::byte* data, std::size_t n) override {
     std::size_t first = firsts_[index];
     std::size_t count = (index + 1 < firsts_.size() ? firsts_[index + 1] : out_.size()) - first;
@@ -39,6 +39,8 @@ class MapJob : public JobBase {
     load_count(ar, count);
     load_items(ar, out_, first, count);
     if (ar.left() != 0) throw_trailing_bytes(ar.left(), "a map chunk's results");
+    done_ += count;
+    progress_(done_, out_.size());
     if (--remaining_ == 0) s_->finish(std::move(out_), nullptr);
   }
   void chunk_failed(std::size_t, std::exception_ptr e) override { s_->finish(std::nullopt, e); }
@@ -48,6 +50,8 @@ class MapJob : public JobBase {
   std::vector<R> out_;
   std::vector<std::size_t> firsts_;
   std::size_t remaining_;
+  Progress progress_;
+  std::size_t done_ = 0;
 };
 
 /// imap's state: results per chunk, the lazily read input, and a window of chunks in flight.
@@ -57,8 +61,8 @@ class IMapState : public JobBase, public std::enable_shared_from_this<IMapState<
   /// Writes the next chunk of at most `chunksize` items; returns its item count (0 at the end).
   using Feeder = std::function<std::size_t(OutArchive&)>;
 
-  IMapState(std::weak_ptr<PoolCore> core, bool unordered, std::size_t window, Feeder feed)
-      : core_(std::move(core)), unordered_(unordered), window_(window), feed_(std::move(feed)) {}
+  IMapState(std::weak_ptr<PoolCore> core, bool unordered, std::size_t window, Feeder feed, Progress progress)
+      : core_(std::move(core)), unordered_(unordered), window_(window), feed_(std::move(feed)), progress_(std::move(progress)) {}
 
   void start() { refill(); }
 
@@ -68,6 +72,15 @@ class IMapState : public JobBase, public std::enable_shared_from_this<IMapState<
     std::vector<R> items(count);
     load_items(ar, items, 0, count);
     if (ar.left() != 0) throw_trailing_bytes(ar.left(), "an imap chunk's results");
+    if (progress_) {
+      std::size_t done, total;
+      {
+        std::lock_guard lock(mu_);
+        done = done_items_ += count;
+        total = exhausted_ ? first_item_ : 0;  // unknown until the input has been read to its end
+      }
+      progress_(done, total);
+    }
     deliver(index, Entry{std::move(items), nullptr});
   }
   void chunk_failed(std::size_t index, std::exception_ptr e) override { deliver(index, Entry{{}, e}); }
@@ -163,8 +176,9 @@ class IMapState : public JobBase, public std::enable_shared_from_this<IMapState<
   std::map<std::size_t, Entry> ready_;
   std::deque<R> current_;
   std::vector<std::size_t> counts_;
-  std::size_t next_index_ = 0, submitted_ = 0, in_window_ = 0, first_item_ = 0;
+  std::size_t next_index_ = 0, submitted_ = 0, in_window_ = 0, first_item_ = 0, done_items_ = 0;
   bool exhausted_ = false;
+  Progress progress_;
 };
 
 }  // namespace detail
@@ -207,7 +221,7 @@ AsyncResult<std::vector<R>> Pool::map_impl(F&& f, In&& items, std::optional<std:
     if (size == 0) throw std::invalid_argument("mproc: chunksize must be at least 1");
     std::vector<std::size_t> firsts;
     for (std::size_t first = 0; first < n; first += size) firsts.push_back(first);
-    auto job = std::make_shared<detail::MapJob<R>>(state, n, firsts);
+    auto job = std::make_shared<detail::MapJob<R>>(state, n, firsts, progress_);
     std::vector<detail::Chunk> chunks;
     chunks.reserve(firsts.size());
     const auto invoker = detail::code_ref(reinterpret_cast<const void*>(&detail::map_chunk_thunk<Fn, T, Star>),
@@ -269,7 +283,7 @@ auto Pool::imap_impl(F&& f, In&& items, std::size_t chunksize, std::optional<std
     return batch.size();
   };
   std::size_t window = buffersize.value_or(static_cast<std::size_t>(4 * processes()));
-  auto state = std::make_shared<detail::IMapState<R>>(core_, Unordered, window == 0 ? 1 : window, std::move(feed));
+  auto state = std::make_shared<detail::IMapState<R>>(core_, Unordered, window == 0 ? 1 : window, std::move(feed), progress_);
   state->start();
   return IMapIterator<R>(state);
 }
