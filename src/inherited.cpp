@@ -64,10 +64,13 @@ InheritedBase::InheritedBase(std::string_view name, std::source_location where, 
   r.vars.push_back(this);
 }
 
-InheritedBase::~InheritedBase() {
+InheritedBase::~InheritedBase() { unregister(); }
+
+void InheritedBase::unregister() noexcept {
   auto& r = registry();
   std::lock_guard lock(r.mu);
-  std::erase(r.vars, this);
+  if (registered_) std::erase(r.vars, this);
+  registered_ = false;
 }
 
 void InheritedBase::adopt_pending() {

@@ -52,9 +52,13 @@ class InheritedBase {
   /// Restores a value that reached this process before this variable was constructed (a static
   /// local, or one in a library initialised late); called at the end of the derived constructor.
   void adopt_pending();
+  /// Leaves the registry; the derived destructor calls it first, so that no process start can
+  /// reach a half-destroyed value. Idempotent.
+  void unregister() noexcept;
   [[noreturn]] void throw_unset() const;
 
  private:
+  bool registered_ = true;
   std::string key_;
   std::string where_;
   std::string type_;
@@ -91,6 +95,7 @@ class inherited : detail::InheritedBase {
     detail::check_serializable<T>();
     adopt_pending();
   }
+  ~inherited() { unregister(); }
 
   void set(T v) { value_ = std::move(v); }
   inherited& operator=(T v) {
