@@ -26,9 +26,19 @@ Address::Address(std::string host_name, int port_number)
 }
 
 std::string Address::str() const {
-  if (family == Family::af_unix) return is_abstract() ? "@" + host.substr(1) : host;
-  if (family == Family::af_inet6) return "[" + host + "]:" + std::to_string(port);
-  return host + ":" + std::to_string(port);
+  std::string out;
+  if (family == Family::af_unix) {
+    if (!is_abstract()) return host;
+    out = "@";
+    out.append(host, 1);
+    return out;
+  }
+  if (family == Family::af_inet6) out = "[";
+  out += host;
+  if (family == Family::af_inet6) out += "]";
+  out += ":";
+  out += std::to_string(port);
+  return out;
 }
 
 }  // namespace connection

@@ -1,5 +1,6 @@
 // The client side of managers (Python: BaseProxy._callmethod, _incref, _decref): connections
 // per thread, the session that holds this process's references, errors carried back.
+#include <pthread.h>
 #include <unistd.h>
 
 #include <map>
@@ -30,6 +31,22 @@ struct Endpoint {
 };
 
 namespace {
+
+// getpid() is a system call on every call otherwise (glibc stopped caching it); a fork child
+// refreshes the cached value in its atfork handler, before any of its code runs.
+std::atomic<int> g_pid{0};
+int current_pid() {
+  int pid = g_pid.load(std::memory_order_relaxed);
+  if (pid != 0) return pid;
+  static const bool registered = [] {
+    ::pthread_atfork(nullptr, nullptr, [] { g_pid.store(::getpid(), std::memory_order_relaxed); });
+    return true;
+  }();
+  (void)registered;
+  pid = ::getpid();
+  g_pid.store(pid, std::memory_order_relaxed);
+  return pid;
+}
 
 std::mutex g_mu;
 std::map<std::pair<std::string, std::string>, std::weak_ptr<Endpoint>> g_endpoints;
@@ -129,7 +146,7 @@ Payload checked(Payload p, std::string_view method, const Endpoint& ep) {
 // however it ends, the server sees the session close and drops its references.
 Payload session_request(Endpoint& ep, const std::string& req, std::string_view what) {
   std::lock_guard lk(ep.mu);
-  int pid = ::getpid();
+  int pid = current_pid();
   if (ep.session_pid != pid || ep.session.closed()) {
     ep.session = Connection();
     ep.session = open_connection(ep);
@@ -183,7 +200,7 @@ const connection::Address& endpoint_address(const Endpoint& e) { return e.addres
 const std::string& endpoint_authkey(const Endpoint& e) { return e.authkey; }
 
 ObjectRef::~ObjectRef() {
-  if (!endpoint || ref_pid != ::getpid()) return;
+  if (!endpoint || ref_pid != current_pid()) return;
   try {
     session_request(*endpoint, ref_request(Op::decref, id), "decref");
   } catch (...) {  // the server is gone: so is the object
@@ -200,7 +217,7 @@ std::string begin_call(const ObjectRef& ref, std::string_view method) {
 }
 
 Payload finish_call(ObjectRef& ref, std::string& request, std::string_view method) {
-  int pid = ::getpid();
+  int pid = current_pid();
   if (ref.ref_pid != pid) take_ref(ref, pid);  // a proxy inherited through fork
   Endpoint& ep = *ref.endpoint;
   Connection& c = call_connection(ep, pid);
@@ -228,7 +245,7 @@ std::shared_ptr<ObjectRef> create(const std::shared_ptr<Endpoint>& ep, std::stri
   ref->endpoint = ep;
   ref->id = decode<std::uint64_t>(p.data(), p.size());
   ref->type = type;
-  ref->ref_pid = ::getpid();
+  ref->ref_pid = current_pid();
   return ref;
 }
 
@@ -259,7 +276,7 @@ std::shared_ptr<ObjectRef> load_ref(InArchive& ar) {
   ref->endpoint = endpoint(address, key);
   ref->id = id;
   ref->type = type;
-  take_ref(*ref, ::getpid());
+  take_ref(*ref, current_pid());
   return ref;
 }
 

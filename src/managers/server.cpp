@@ -182,6 +182,8 @@ void ServerCore::serve_client(std::shared_ptr<Client> c) {
       if (shutdown) stop();
     }
   }
+  // Tell the client now (its descriptor is closed when the thread is reaped).
+  ::shutdown(c->fd, SHUT_RDWR);
   // The client is gone: what it held goes with it.
   for (auto& [id, weak] : c->owned)
     if (auto obj = weak.lock()) obj->disconnected(c->id);
