@@ -16,6 +16,8 @@
 
 #include "mproc/detail/fd_passing.hpp"
 
+#include "support/handles.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -375,29 +377,11 @@ INSTANTIATE_TEST_SUITE_P(StartMethods, QueueTest, ::testing::Values("fork", "spa
 
 // --------------------------------------------------------------------------- garbage handles
 
-template <class T>
-std::pair<std::string, std::vector<int>> encode_handle(const T& v) {
-  std::string bytes;
-  std::vector<int> fds;
-  mproc::detail::FdExportScope scope(fds);
-  mproc::detail::OutArchive ar(bytes);
-  ar(v);
-  return {bytes, fds};
-}
+using mproc_test::encode_handle;
 
 template <class T>
 std::string decode_handle(const std::string& bytes, const std::vector<int>& fds) {
-  std::vector<int> in;
-  for (int fd : fds) in.push_back(::fcntl(fd, F_DUPFD_CLOEXEC, 0));
-  std::string result = outcome([&] {
-    mproc::detail::FdImportScope scope(in);
-    mproc::detail::InArchive ar(bytes.data(), bytes.size());
-    T v;
-    ar(v);
-  });
-  for (int fd : in)
-    if (fd >= 0) ::close(fd);
-  return result;
+  return mproc_test::decode_handle_with<T>(bytes, fds, [](auto f) { return outcome(f); });
 }
 
 TEST(QueueHandleTest, AValidHandleDecodesToTheSameQueue) {
