@@ -16,6 +16,7 @@
 #include <limits>
 #include <thread>
 
+#include "connection_access.hpp"
 #include "mproc/detail/fd_passing.hpp"
 #include "os/fd.hpp"
 #include "os/mapping.hpp"
@@ -478,6 +479,50 @@ void Connection::send_frame(std::uint64_t type, std::string& frame) {
 void Connection::send_bytes(std::span<const std::byte> buf) {
   char header[kHeaderSize];
   impl().send_message(detail::kBytesType, header, buf.data(), buf.size());
+}
+
+void detail::ConnectionAccess::send_bytes_many(Connection& conn, std::span<const std::string_view> parts) {
+  auto& c = conn.impl();
+  if (!c.writable) throw Error("the connection is read-only");
+  // Frames are gathered up to kBatch at a time (well under IOV_MAX); a large one (over the
+  // shared-memory threshold, or the size limit) goes alone through send_message, in order.
+  constexpr std::size_t kBatch = 64;
+  char headers[kBatch][kFrameHeaderSize];
+  iovec iov[2 * kBatch];
+  std::size_t nframes = 0;
+  int niov = 0;
+  auto flush = [&] {
+    if (niov > 0) c.write_iov(iov, niov);
+    nframes = 0;
+    niov = 0;
+  };
+  for (std::string_view part : parts) {
+    bool alone = part.size() > c.max_message || (c.unix_socket && part.size() >= c.shm_threshold);
+    if (alone) {
+      flush();
+      char header[kFrameHeaderSize];
+      c.send_message(kBytesType, header, part.data(), part.size());
+      continue;
+    }
+    write_header(headers[nframes], kBytesType, part.size());
+    iov[niov++] = {headers[nframes], kFrameHeaderSize};
+    if (!part.empty()) iov[niov++] = {const_cast<char*>(part.data()), part.size()};
+    if (++nframes == kBatch) flush();
+  }
+  flush();
+}
+
+bool detail::ConnectionAccess::frame_buffered(const Connection& conn) {
+  auto& c = conn.impl();
+  if (c.pending || !c.broken.empty()) return true;
+  if (c.buffered() < kFrameHeaderSize) return false;
+  try {
+    FrameHeader h = parse_header(c.rbuf.data() + c.rbeg, c.max_message, c.unix_socket ? kFrameInMemfd : 0);
+    // A shared-memory frame's descriptor came with the header's first byte.
+    return (h.flags & kFrameInMemfd) || c.buffered() - kFrameHeaderSize >= h.length;
+  } catch (const ProtocolError&) {
+    return true;  // the next recv reports it at once
+  }
 }
 
 void Connection::recv_payload(std::uint64_t type, std::string_view type_name, DecodeFn decode, void* out) {

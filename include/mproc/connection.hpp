@@ -22,6 +22,7 @@ using seconds = std::chrono::duration<double>;
 namespace detail {
 struct ConnectionImpl;
 struct BufferAccess;
+struct ConnectionAccess;
 }  // namespace detail
 
 /// The payload of one received message, from Connection::recv_buffer(): recv_bytes() without
@@ -165,6 +166,7 @@ class Connection {
   detail::ConnectionImpl& impl() const;
 
   std::shared_ptr<detail::ConnectionImpl> impl_;
+  friend struct detail::ConnectionAccess;
   friend std::vector<Connection> connection_wait_impl(const std::vector<Connection>&, std::optional<seconds>);
 };
 

@@ -15,6 +15,7 @@
 #include <deque>
 #include <thread>
 
+#include "connection_access.hpp"
 #include "mproc/detail/fd_passing.hpp"
 #include "mproc/detail/pool_core.hpp"
 #include "mproc/process.hpp"
@@ -25,12 +26,26 @@ namespace mproc::detail {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr std::size_t kDepth = 2;  // chunks in flight per worker: one running, one waiting
-// A chunk waits in the socket behind a running one only when it surely fits in the socket's
+// Chunks in flight per worker: one running and at least one waiting, so that a worker never
+// waits for the pool between chunks. Short chunks get more, so that they travel (and their
+// answers come back) many per system call: enough to cover about kHideUs of the pool's own
+// latency at the worker's measured time per chunk, at most kMaxDepth.
+constexpr std::size_t kMinDepth = 2, kMaxDepth = 32;
+constexpr double kHideUs = 100;
+// Until a worker has answered, its chunks are taken to be long (kUnknownUs); below kShortUs a
+// chunk is flagged kChunkShort, and the worker may hold an answer back while it runs it.
+constexpr double kUnknownUs = 1000, kShortUs = 50;
+// Chunks wait in the socket behind a running one only while they surely fit in the socket's
 // buffer: a larger send would block the handler until that worker finishes, while the worker
 // may itself be blocked sending a large result the handler is not reading. Only an idle worker
 // (reading, not writing) gets a large chunk.
 constexpr std::size_t kPipelineMax = 64 * 1024;
+
+std::uint64_t chunk_id(const Chunk& c) {
+  std::uint64_t id;
+  std::memcpy(&id, c.bytes.data(), sizeof id);
+  return id;
+}
 constexpr int kInitDeaths = 3;  // see handle_exit
 
 std::string describe_exit(int code) {
@@ -130,8 +145,72 @@ void apply_limits(const ResourceLimits& l) {
 
 }  // namespace
 
+namespace {
+
+// A worker's mailbox, shared with its pool: word 0 is the worker's status (the id of the chunk
+// it runs, | kChunkFinished once that is done), word 1 how many bytes of answers it holds back,
+// then those answers, each [length: 8][bytes, padded to 8]. Answers wait here rather than in the
+// worker's memory so that they outlive it: a worker that dies on the next chunk loses nothing
+// it finished, and nothing runs twice.
+struct Mailbox {
+  std::uint64_t* words;
+
+  std::atomic_ref<std::uint64_t> status() const { return std::atomic_ref(words[0]); }
+  std::atomic_ref<std::uint64_t> held_bytes() const { return std::atomic_ref(words[1]); }
+  std::byte* held() const { return reinterpret_cast<std::byte*>(words + 2); }
+};
+
+constexpr std::size_t padded(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
+
+// The answers a worker holds back while the next chunk, expected short, is already waiting:
+// they go back together, in one system call.
+class HeldReplies {
+ public:
+  explicit HeldReplies(Mailbox box) : box_(box) {}
+
+  /// Whether an answer may wait behind the chunk just read: it must not wait for long.
+  bool may_wait(std::chrono::steady_clock::time_point now) const {
+    return count_ == 0 || (count_ < kMaxCount && now - first_ < kMaxWait);
+  }
+  /// Keeps a copy of reply in the mailbox, if it fits.
+  bool hold(const std::string& reply, std::chrono::steady_clock::time_point now) {
+    std::size_t need = 8 + padded(reply.size());
+    if (count_ == kMaxCount || used_ + need > kMailboxHeldBytes) return false;
+    std::uint64_t len = reply.size();
+    std::memcpy(box_.held() + used_, &len, 8);
+    std::memcpy(box_.held() + used_ + 8, reply.data(), reply.size());
+    views_[count_++] = {reinterpret_cast<const char*>(box_.held() + used_ + 8), reply.size()};
+    used_ += need;
+    box_.held_bytes().store(used_, std::memory_order_release);
+    if (count_ == 1) first_ = now;
+    return true;
+  }
+  /// Sends what is held, then `last` if given, in one go.
+  void flush(Connection& conn, std::optional<std::string_view> last = std::nullopt) {
+    std::size_t n = count_;
+    if (last) views_[n++] = *last;
+    if (n == 0) return;
+    ConnectionAccess::send_bytes_many(conn, std::span<const std::string_view>(views_, n));
+    count_ = used_ = 0;
+    box_.held_bytes().store(0, std::memory_order_release);  // all sent: nothing for the pool to take
+  }
+
+ private:
+  static constexpr std::size_t kMaxCount = 32;
+  static constexpr auto kMaxWait = std::chrono::microseconds(200);
+  Mailbox box_;
+  std::string_view views_[kMaxCount + 1];
+  std::size_t count_ = 0, used_ = 0;
+  std::chrono::steady_clock::time_point first_;
+};
+
+}  // namespace
+
 void pool_worker_main(Connection conn, WorkerSetup setup) {
   ::signal(SIGINT, SIG_IGN);  // Ctrl-C is for the program; it stops the pool (see README)
+  if (setup.mailbox.size() != kMailboxWords) throw ProtocolError("a pool worker's mailbox has the wrong size");
+  Mailbox box{setup.mailbox.data()};
+  HeldReplies held(box);
   std::int64_t done = 0;
   // One reply buffer for the worker's life: a fresh one per chunk made the heap grow and shrink
   // by the size of every large result (each page faulted in again); a huge one is let go.
@@ -160,18 +239,25 @@ void pool_worker_main(Connection conn, WorkerSetup setup) {
     if (reply[8] == 0) return;  // a worker without its initializer is no worker
   }
   for (;;) {
-    std::vector<std::byte> msg;
+    Buffer msg;
     try {
-      msg = conn.recv_bytes();
+      msg = conn.recv_buffer();
     } catch (const EOFError&) {
-      return;  // the pool closed our connection, or the parent is gone
+      return;  // the pool closed our connection, or the parent is gone: nobody reads answers
     }
     if (msg.size() < kChunkHeader) throw ProtocolError("a pool message shorter than its header");
-    auto kind = static_cast<ChunkKind>(msg[8]);
+    auto flags = static_cast<std::uint8_t>(msg.data()[8]);
+    auto kind = static_cast<ChunkKind>(flags & ~kChunkShort);
+    auto now = std::chrono::steady_clock::now();
+    // Answers wait behind this chunk only if the pool expects it to be short.
+    if (!(flags & kChunkShort) || !held.may_wait(now)) held.flush(conn);
     if (kind == ChunkKind::stop) return;
+    std::uint64_t id;
+    std::memcpy(&id, msg.data(), sizeof id);
     if (reply.capacity() > kKeepReply) std::string().swap(reply);
     reply.assign(kChunkHeader, '\0');
-    std::memcpy(reply.data(), msg.data(), 8);
+    std::memcpy(reply.data(), &id, sizeof id);
+    box.status().store(id, std::memory_order_release);
     try {
       if (setup.limits.cpu_seconds) arm_cpu_limit(setup.limits.cpu_seconds);
       run_saved_task(msg.data() + kChunkHeader, msg.size() - kChunkHeader, &reply);
@@ -179,8 +265,12 @@ void pool_worker_main(Connection conn, WorkerSetup setup) {
     } catch (...) {
       report_failure();
     }
-    conn.send_bytes(reply);
-    if (kind == ChunkKind::task && setup.maxtasks > 0 && ++done >= setup.maxtasks) return;
+    msg.reset();
+    bool retire = kind == ChunkKind::task && setup.maxtasks > 0 && ++done >= setup.maxtasks;
+    // Held back only while the next chunk is already here: never while this worker waits.
+    if (retire || !ConnectionAccess::frame_buffered(conn) || !held.hold(reply, now)) held.flush(conn, reply);
+    box.status().store(id | kChunkFinished, std::memory_order_release);
+    if (retire) return;
   }
 }
 
@@ -189,14 +279,33 @@ void pool_worker_main(Connection conn, WorkerSetup setup) {
 
 struct PoolCore::Impl {
   struct Worker {
-    Worker(Process p, Connection c) : proc(std::move(p)), conn(std::move(c)) {}
+    Worker(Process p, Connection c, RawArray<std::uint64_t> m) : proc(std::move(p)), conn(std::move(c)), mailbox(std::move(m)) {}
     Process proc;
     Connection conn;
+    RawArray<std::uint64_t> mailbox;  // WorkerSetup::mailbox
     std::deque<Chunk> inflight;
+    std::size_t waiting_bytes = 0;  // of inflight after the front one: what may sit in the socket
     std::int64_t sent = 0;
-    Clock::time_point running_since;  // of inflight.front()
+    Clock::time_point running_since;  // of inflight.front(): sent to an idle worker, or the last answer came
+    double chunk_us = kUnknownUs;     // time per chunk, a moving average
     bool timed_out = false;
     bool gone = false;  // a send found it dead; it takes nothing more
+
+    std::size_t depth() const {
+      double d = static_cast<double>(kMinDepth) + kHideUs / std::max(chunk_us, 0.1);
+      return static_cast<std::size_t>(std::min(d, static_cast<double>(kMaxDepth)));
+    }
+    void push(Chunk c) {
+      if (inflight.empty()) running_since = Clock::now();
+      else waiting_bytes += c.bytes.size();
+      inflight.push_back(std::move(c));
+    }
+    Chunk pop() {
+      Chunk c = std::move(inflight.front());
+      inflight.pop_front();
+      if (!inflight.empty()) waiting_bytes -= inflight.front().bytes.size();
+      return c;
+    }
   };
 
   PoolConfig cfg;
@@ -208,6 +317,8 @@ struct PoolCore::Impl {
   std::exception_ptr broken;  // initializer failed (or a crash in break_on_crash mode)
   os::Fd wake;
   std::vector<std::unique_ptr<Worker>> workers;  // the handler thread's after the constructor
+  std::vector<std::vector<Chunk>> batches;  // dispatch's, one per worker: kept for their memory
+  std::vector<std::string_view> frames;     // send_batch's
   std::atomic<int> live_workers{0};
   std::vector<int> pids;  // snapshot for worker_pids(), under mu
   std::vector<std::string> spare;  // under mu: see kSpareBytes
@@ -231,48 +342,52 @@ struct PoolCore::Impl {
     setup.limits = cfg.limits;
     setup.handshake = initializer || cfg.limits.any();
     setup.initializer = initializer;
+    setup.mailbox = RawArray<std::uint64_t>(kMailboxWords);
+    RawArray<std::uint64_t> mailbox = setup.mailbox;
     auto w = std::make_unique<Worker>(
         Process(ProcessOptions{.name = title + "-" + std::to_string(++worker_counter), .daemon = true, .context = cfg.context},
                 pool_worker_main, child_end, std::move(setup)),
-        parent_end);
+        parent_end, std::move(mailbox));
     w->proc.start();
     child_end.close();
     if (initializer || cfg.limits.any()) {  // the worker answers this placeholder (id 0) first
       Chunk init;
       init.bytes.assign(kChunkHeader, '\0');
       init.bytes[8] = static_cast<char>(ChunkKind::init);
-      w->running_since = Clock::now();
-      w->inflight.push_back(std::move(init));
+      w->push(std::move(init));
     }
     workers.push_back(std::move(w));
   }
 
-  // Hands c to w. When w is already gone (EOFError: it died, e.g. of the chunk before this one),
-  // the chunk never reached it: it goes back to the front of the queue to run elsewhere, and w
-  // takes nothing more; its exit is handled when its EOF is read. (The chunk must not be lost
-  // with the failed send: a worker dying fast, as a fork child does, made its pipelined
-  // neighbour vanish and the caller wait forever.)
-  void send(Worker& w, Chunk c) {
-    std::uint64_t id = next_id++;
-    std::memcpy(c.bytes.data(), &id, 8);
-    if (w.inflight.empty()) w.running_since = Clock::now();
-    w.inflight.push_back(std::move(c));
+  // Hands the batch to w in one system call. When w is already gone (EOFError: it died, e.g. of
+  // a chunk before these), the chunks stay in its inflight and handle_exit, reading w's mailbox,
+  // sends them elsewhere when w's end of the connection is read. (A chunk must never be lost
+  // with a failed send: that made the caller wait forever.)
+  void send_batch(Worker& w, std::vector<Chunk>& batch) {
+    const std::uint8_t kind = static_cast<std::uint8_t>(ChunkKind::task) | (w.chunk_us < kShortUs ? kChunkShort : 0);
+    for (auto& c : batch) {
+      std::uint64_t id = next_id++;
+      std::memcpy(c.bytes.data(), &id, 8);
+      c.bytes[8] = static_cast<char>(kind);
+      w.push(std::move(c));
+      ++w.sent;
+    }
+    // Views once every chunk is in place: a short string's bytes move with it.
+    frames.clear();
+    for (auto it = w.inflight.end() - static_cast<std::ptrdiff_t>(batch.size()); it != w.inflight.end(); ++it)
+      frames.emplace_back(it->bytes);
+    batch.clear();
     try {
-      w.conn.send_bytes(w.inflight.back().bytes);
+      ConnectionAccess::send_bytes_many(w.conn, frames);
     } catch (const EOFError&) {
       w.gone = true;
-      Chunk undelivered = std::move(w.inflight.back());
-      w.inflight.pop_back();
-      std::lock_guard lock(mu);
-      queue.push_front(std::move(undelivered));
-      return;
     }
-    if (w.inflight.back().job) ++w.sent;
   }
 
-  bool accepts(const Worker& w) const {
-    return w.inflight.size() < kDepth && !w.timed_out && !w.gone &&
-           (cfg.maxtasksperchild == 0 || w.sent < cfg.maxtasksperchild);
+  bool accepts(const Worker& w, std::size_t batched) const {
+    std::size_t n = w.inflight.size() + batched;
+    return n < w.depth() && !w.timed_out && !w.gone &&
+           (cfg.maxtasksperchild == 0 || w.sent + static_cast<std::int64_t>(batched) < cfg.maxtasksperchild);
   }
 
   void fail(Chunk& c, std::exception_ptr e) {
@@ -283,15 +398,15 @@ struct PoolCore::Impl {
     }
   }
 
-  void handle_reply(Worker& w, const std::vector<std::byte>& msg) {
-    if (msg.size() < kChunkHeader || w.inflight.empty() || std::memcmp(msg.data(), w.inflight.front().bytes.data(), 8) != 0)
+  void handle_reply(Worker& w, const Buffer& msg) { handle_reply(w, msg.data(), msg.size()); }
+  void handle_reply(Worker& w, const std::byte* msg, std::size_t size) {
+    if (size < kChunkHeader || w.inflight.empty() || std::memcmp(msg, w.inflight.front().bytes.data(), 8) != 0)
       throw ProtocolError("a pool worker answered a task it was not given");
-    Chunk c = std::move(w.inflight.front());
-    w.inflight.pop_front();
+    Chunk c = w.pop();
     w.running_since = Clock::now();
     recycle(std::move(c.bytes));  // answered: its bytes are not sent again
-    const std::byte* data = msg.data() + kChunkHeader;
-    std::size_t n = msg.size() - kChunkHeader;
+    const std::byte* data = msg + kChunkHeader;
+    std::size_t n = size - kChunkHeader;
     if (msg[8] == std::byte{1}) {
       if (!c.job) {  // the initializer ran
         init_deaths = 0;
@@ -318,6 +433,14 @@ struct PoolCore::Impl {
     fail(c, e);
   }
 
+  // The worker's time per chunk, from the answers that came since the last ones (the worker was
+  // busy all along: it had chunks in flight).
+  void measure(Worker& w, Clock::time_point since, std::size_t answers) {
+    if (answers == 0) return;
+    double us = std::chrono::duration<double, std::micro>(w.running_since - since).count() / static_cast<double>(answers);
+    w.chunk_us += (us - w.chunk_us) * 0.5;
+  }
+
   void recycle(std::string&& bytes) {
     if (bytes.capacity() < kSpareMin) return;
     std::lock_guard lock(mu);
@@ -336,11 +459,31 @@ struct PoolCore::Impl {
     for (auto& c : pending) fail(c, e);
   }
 
+  // The answers a dead worker held back (see Mailbox): those of chunks still in flight count as
+  // if they had come. The worker is dead, but its bytes are checked all the same.
+  void take_held_answers(Worker& w) {
+    Mailbox box{w.mailbox.data()};
+    std::size_t used = std::min<std::size_t>(box.held_bytes().load(std::memory_order_acquire), kMailboxHeldBytes);
+    for (std::size_t at = 0; at + 8 <= used && !w.inflight.empty();) {
+      std::uint64_t len;
+      std::memcpy(&len, box.held() + at, 8);
+      if (len < kChunkHeader || len > used - at - 8) return;
+      const std::byte* answer = box.held() + at + 8;
+      at += 8 + padded(len);
+      std::uint64_t id;
+      std::memcpy(&id, answer, 8);
+      if (id != chunk_id(w.inflight.front())) continue;  // it came through the socket before the worker died
+      handle_reply(w, answer, len);
+    }
+  }
+
   void handle_exit(std::size_t i) {
     Worker& w = *workers[i];
     w.proc.join();
     int code = w.proc.exitcode().value_or(255);
     int pid = w.proc.pid().value_or(0);
+    take_held_answers(w);
+    const std::uint64_t status = Mailbox{w.mailbox.data()}.status().load(std::memory_order_acquire);
     std::deque<Chunk> held;
     held.swap(w.inflight);
     bool timed_out = w.timed_out;
@@ -356,10 +499,25 @@ struct PoolCore::Impl {
       for (auto& c : held) fail(c, already_broken);
       return;
     }
-    Chunk running = std::move(held.front());
-    held.pop_front();
+    // What it was running: its initializer, if that never answered, or else the chunk its status
+    // names, unless that one had finished (the worker died between chunks). The others never
+    // started: they run elsewhere.
+    std::optional<Chunk> running_chunk;
+    if (!held.front().job) {
+      running_chunk = std::move(held.front());
+      held.pop_front();
+    }
     std::deque<Chunk> requeue;
-    if (!running.job) {
+    for (auto& c : held) {
+      if (!running_chunk && !(status & kChunkFinished) && chunk_id(c) == status) running_chunk = std::move(c);
+      else requeue.push_back(std::move(c));
+    }
+    if (!running_chunk) {
+      if (cfg.break_on_crash)  // Python's executor: any worker's death breaks the pool
+        set_broken(std::make_exception_ptr(BrokenProcessPool("a worker of the pool died (" + describe_exit(code) +
+                                                             ") between tasks; the pool is broken")),
+                   "crash");
+    } else if (Chunk& running = *running_chunk; !running.job) {
       // Died before its initializer (and limits) answered. Once may be a kill from outside; the
       // same death in a row of replacements is the initializer's, and would repeat forever.
       if (++init_deaths >= kInitDeaths)
@@ -374,7 +532,7 @@ struct PoolCore::Impl {
                         "the task ran longer than task_timeout; worker " + std::to_string(pid) + " was killed and replaced")));
     } else if (running.attempts < cfg.max_retries) {
       ++running.attempts;
-      requeue.push_back(std::move(running));
+      requeue.push_front(std::move(running));
     } else {
       std::string how = describe_exit(code);
       auto e = std::make_exception_ptr(WorkerCrashed(
@@ -391,7 +549,6 @@ struct PoolCore::Impl {
         fail(running, e);
       }
     }
-    for (auto& c : held) requeue.push_back(std::move(c));  // not started: they run elsewhere
     std::lock_guard lock(mu);
     if (broken) {
       for (auto& c : requeue) fail(c, broken);
@@ -445,23 +602,29 @@ struct PoolCore::Impl {
   void dispatch() {
     // Breadth first: every worker gets a chunk before any gets a second one, so that a short
     // map (or a few apply_async calls) is spread over the workers instead of queued behind one.
-    for (std::size_t depth = 1; depth <= kDepth; ++depth) dispatch_to_depth(depth);
-  }
-
-  void dispatch_to_depth(std::size_t depth) {
-    for (auto& w : workers) {
-      while (w->inflight.size() < depth && accepts(*w)) {
-        Chunk c;
-        {
-          std::lock_guard lock(mu);
-          if (queue.empty()) return;
-          if (!w->inflight.empty() && queue.front().bytes.size() > kPipelineMax) break;
-          c = std::move(queue.front());
+    // Then each worker's share goes in one system call.
+    batches.resize(workers.size());
+    {
+      std::vector<std::size_t> batch_bytes(workers.size(), 0);
+      std::lock_guard lock(mu);
+      for (bool gave = true; gave && !queue.empty();) {
+        gave = false;
+        for (std::size_t i = 0; i < workers.size() && !queue.empty(); ++i) {
+          Worker& w = *workers[i];
+          auto& batch = batches[i];
+          if (!accepts(w, batch.size())) continue;
+          std::size_t size = queue.front().bytes.size();
+          bool idle = w.inflight.empty() && batch.empty();
+          if (!idle && w.waiting_bytes + batch_bytes[i] + size > kPipelineMax) continue;
+          if (!idle) batch_bytes[i] += size;  // as Worker::waiting_bytes counts
+          batch.push_back(std::move(queue.front()));
           queue.pop_front();
+          gave = true;
         }
-        send(*w, std::move(c));
       }
     }
+    for (std::size_t i = 0; i < workers.size(); ++i)
+      if (!batches[i].empty()) send_batch(*workers[i], batches[i]);
   }
 
   void wait_and_read() {
@@ -493,10 +656,15 @@ struct PoolCore::Impl {
     for (std::size_t i = 0; i < workers.size(); ++i) {
       if (!p[i + 1].revents) continue;
       Worker& w = *workers[i];
+      const Clock::time_point since = w.running_since;
+      std::size_t answers = 0;
       try {
+        // Every answer already read ahead; the next poll() wakes for the rest.
         do {
-          handle_reply(w, w.conn.recv_bytes());
-        } while (w.conn.poll(seconds(0)));
+          handle_reply(w, w.conn.recv_buffer());
+          ++answers;
+        } while (ConnectionAccess::frame_buffered(w.conn));
+        measure(w, since, answers);
       } catch (const EOFError&) {
         dead.push_back(i);
       } catch (const std::exception&) {  // garbage from a worker: it cannot be trusted further

@@ -20,6 +20,7 @@
 #include "mproc/context.hpp"
 #include "mproc/detail/callable.hpp"
 #include "mproc/errors.hpp"
+#include "mproc/sharedctypes.hpp"
 
 namespace mproc {
 
@@ -61,9 +62,19 @@ class JobBase {
   virtual void chunk_failed(std::size_t index, std::exception_ptr error) = 0;
 };
 
-/// Bytes on the wire to a worker: [id: 8][kind: 1][task written by a thunk].
+/// Bytes on the wire to a worker: [id: 8][kind | flags: 1][task written by a thunk].
 constexpr std::size_t kChunkHeader = 9;
 enum class ChunkKind : std::uint8_t { task = 1, init = 2, stop = 3 };
+/// Flag on a chunk the pool expects to run briefly: the worker may hold the previous chunk's
+/// answer back while it runs this one, to send both in one system call.
+constexpr std::uint8_t kChunkShort = 0x80;
+/// In a worker's status word: the chunk whose id is the rest has finished (its answer was sent,
+/// or is held back in the mailbox). Without it, the chunk is running.
+constexpr std::uint64_t kChunkFinished = std::uint64_t{1} << 63;
+/// A worker's mailbox (see src/pool/pool_core.cpp): its status word, then the answers it holds
+/// back, in 64-bit words of shared memory.
+constexpr std::size_t kMailboxHeldBytes = 64 * 1024 + 32 * 16;
+constexpr std::size_t kMailboxWords = 2 + kMailboxHeldBytes / 8;
 
 struct Chunk {
   std::shared_ptr<JobBase> job;  // null for the initializer
@@ -129,6 +140,9 @@ struct WorkerSetup {
   bool handshake = false;  // the worker reports its initializer (and limits) before any task
   std::shared_ptr<const Task> initializer;  // here, and in a fork child: run in memory
   std::string saved_initializer;  // in a spawned or forkserver child: written by Task::save
+  /// Shared with the pool: which chunk the worker runs and the answers it holds back, so that
+  /// when the worker dies the pool knows which task killed it and loses no finished one.
+  RawArray<std::uint64_t> mailbox;  // kMailboxWords, made by the pool
 
   template <class A>
   void save(A& ar) const {
@@ -137,11 +151,11 @@ struct WorkerSetup {
       OutArchive inner(init);  // descriptors go to the start-up message's FdExportScope
       initializer->save(inner);
     }
-    ar(maxtasks, limits.address_space, limits.cpu_seconds, limits.open_files, handshake, init);
+    ar(maxtasks, limits.address_space, limits.cpu_seconds, limits.open_files, handshake, init, mailbox);
   }
   template <class A>
   void load(A& ar) {
-    ar(maxtasks, limits.address_space, limits.cpu_seconds, limits.open_files, handshake, saved_initializer);
+    ar(maxtasks, limits.address_space, limits.cpu_seconds, limits.open_files, handshake, saved_initializer, mailbox);
   }
 };
 

@@ -1,0 +1,22 @@
+// What the pool needs of a Connection beyond its public API: several frames per system call,
+// and whether a whole frame is already read ahead. Not API.
+#pragma once
+
+#include <span>
+#include <string_view>
+
+#include "mproc/connection.hpp"
+
+namespace mproc::detail {
+
+struct ConnectionAccess {
+  /// Sends each part as one bytes frame (what send_bytes sends; recv_bytes and recv_buffer read
+  /// them one by one), in as few system calls as the sizes allow: small frames go together in
+  /// one sendmsg, a large one through shared memory as send_bytes does.
+  static void send_bytes_many(Connection& c, std::span<const std::string_view> parts);
+  /// True when the next recv is answered from bytes already read ahead, without a system call
+  /// (and so without blocking).
+  static bool frame_buffered(const Connection& c);
+};
+
+}  // namespace mproc::detail
