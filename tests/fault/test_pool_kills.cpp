@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -199,6 +200,36 @@ TEST_P(PoolKillsTest, ExecutorWorkersKilledFromOutsideFailOnlyWhatTheyRan) {
         return f;
       },
       [](auto& f, int i) { return f[static_cast<std::size_t>(i)].result(60s); });
+}
+
+// Tiny tasks travel many at a time and a worker holds their answers back while it runs the next
+// ones (in shared memory, see the pool's Mailbox). A worker that dies among them must still
+// hand over every answer it finished: none lost, none run twice, only the dying item blamed.
+TEST_P(PoolKillsTest, AWorkerDyingAmongTinyTasksLosesNoneOfTheAnswersItHeldBack) {
+  constexpr int kMany = 3000;
+  mproc::RawArray<int> runs(static_cast<std::size_t>(kMany));
+  std::vector<Item> items;
+  for (int i = 0; i < kMany; ++i) items.push_back({i, kNone});
+  const int dying[] = {700, 1900, 2600};
+  items[700].death = kAbort;
+  items[1900].death = kSigkill;
+  items[2600].death = kExit3;
+  mproc::Pool sut({.processes = 2, .initializer = mproc::call(keep_runs, runs), .context = mproc::get_context(GetParam())});
+  auto it = sut.imap(work, items, 1);
+  for (int i = 0; i < kMany; ++i) {
+    bool dies = std::find(std::begin(dying), std::end(dying), i) != std::end(dying);
+    try {
+      auto r = it.next(60s);
+      ASSERT_TRUE(r.has_value()) << "imap ended before item " << i;
+      EXPECT_FALSE(dies) << "item " << i << " should have killed its worker";
+      EXPECT_EQ(*r, expected(i)) << "item " << i;
+    } catch (const mproc::WorkerCrashed& e) {
+      EXPECT_TRUE(dies) << "item " << i << " blamed for a crash: " << e.what();
+      EXPECT_EQ(e.first_item(), static_cast<std::size_t>(i));
+    }
+  }
+  EXPECT_FALSE(it.next(60s).has_value());
+  for (int i = 0; i < kMany; ++i) EXPECT_EQ(runs[static_cast<std::size_t>(i)], 1) << "item " << i;
 }
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, PoolKillsTest, ::testing::Values("fork", "spawn", "forkserver"),
