@@ -2,6 +2,7 @@
 // and whether a whole frame is already read ahead. Not API.
 #pragma once
 
+#include <optional>
 #include <span>
 #include <string_view>
 
@@ -17,6 +18,11 @@ struct ConnectionAccess {
   /// True when the next recv is answered from bytes already read ahead, without a system call
   /// (and so without blocking).
   static bool frame_buffered(const Connection& c);
+  /// The payload of the next frame when it is whole in the read-ahead buffer (not in shared
+  /// memory): no copy, no allocation. Valid until the next call on c; consume() moves past it.
+  /// An empty optional when the frame is not there (use recv_buffer).
+  static std::optional<std::span<const std::byte>> peek_buffered(Connection& c);
+  static void consume_buffered(Connection& c);
 };
 
 }  // namespace mproc::detail

@@ -77,7 +77,7 @@ std::string method_title(const std::optional<Context>& ctx) {
 }  // namespace
 
 Chunk make_chunk(std::shared_ptr<JobBase> job, std::size_t index, std::size_t first, std::size_t count,
-                 const std::function<void(OutArchive&)>& save, std::string buffer) {
+                 void (*save)(const void* ctx, OutArchive&), const void* ctx, std::string buffer) {
   Chunk c;
   c.job = std::move(job);
   c.index = index;
@@ -90,7 +90,7 @@ Chunk make_chunk(std::shared_ptr<JobBase> job, std::size_t index, std::size_t fi
   {
     FdExportScope scope(fds);  // a descriptor in a task's arguments lands here instead of throwing
     OutArchive ar(c.bytes);
-    save(ar);
+    save(ctx, ar);
   }
   if (!fds.empty())
     throw Error(
@@ -239,12 +239,17 @@ void pool_worker_main(Connection conn, WorkerSetup setup) {
     if (reply[8] == 0) return;  // a worker without its initializer is no worker
   }
   for (;;) {
-    Buffer msg;
-    try {
-      msg = conn.recv_buffer();
-    } catch (const EOFError&) {
-      return;  // the pool closed our connection, or the parent is gone: nobody reads answers
+    // A chunk already read ahead is run where it lies; another is received into memory of its own.
+    auto in_place = ConnectionAccess::peek_buffered(conn);
+    Buffer received;
+    if (!in_place) {
+      try {
+        received = conn.recv_buffer();
+      } catch (const EOFError&) {
+        return;  // the pool closed our connection, or the parent is gone: nobody reads answers
+      }
     }
+    std::span<const std::byte> msg = in_place ? *in_place : received.span();
     if (msg.size() < kChunkHeader) throw ProtocolError("a pool message shorter than its header");
     auto flags = static_cast<std::uint8_t>(msg.data()[8]);
     auto kind = static_cast<ChunkKind>(flags & ~kChunkShort);
@@ -265,7 +270,8 @@ void pool_worker_main(Connection conn, WorkerSetup setup) {
     } catch (...) {
       report_failure();
     }
-    msg.reset();
+    if (in_place) ConnectionAccess::consume_buffered(conn);
+    received.reset();
     bool retire = kind == ChunkKind::task && setup.maxtasks > 0 && ++done >= setup.maxtasks;
     // Held back only while the next chunk is already here: never while this worker waits.
     if (retire || !ConnectionAccess::frame_buffered(conn) || !held.hold(reply, now)) held.flush(conn, reply);
@@ -318,7 +324,9 @@ struct PoolCore::Impl {
   os::Fd wake;
   std::vector<std::unique_ptr<Worker>> workers;  // the handler thread's after the constructor
   std::vector<std::vector<Chunk>> batches;  // dispatch's, one per worker: kept for their memory
+  std::vector<std::size_t> batch_bytes;     // dispatch's
   std::vector<std::string_view> frames;     // send_batch's
+  std::vector<pollfd> pollfds;              // wait_and_read's
   std::atomic<int> live_workers{0};
   std::vector<int> pids;  // snapshot for worker_pids(), under mu
   std::vector<std::string> spare;  // under mu: see kSpareBytes
@@ -403,7 +411,6 @@ struct PoolCore::Impl {
     if (size < kChunkHeader || w.inflight.empty() || std::memcmp(msg, w.inflight.front().bytes.data(), 8) != 0)
       throw ProtocolError("a pool worker answered a task it was not given");
     Chunk c = w.pop();
-    w.running_since = Clock::now();
     recycle(std::move(c.bytes));  // answered: its bytes are not sent again
     const std::byte* data = msg + kChunkHeader;
     std::size_t n = size - kChunkHeader;
@@ -580,16 +587,18 @@ struct PoolCore::Impl {
       std::lock_guard lock(mu);
       if (broken || terminating) return;
     }
+    bool started = false;
     while (static_cast<int>(workers.size()) < cfg.processes) {
       try {
         start_worker();
         ++live_workers;
+        started = true;
       } catch (...) {
         set_broken(std::current_exception(), "cannot start a worker");
         return;
       }
     }
-    update_pids();
+    if (started) update_pids();
   }
 
   void update_pids() {
@@ -604,8 +613,8 @@ struct PoolCore::Impl {
     // map (or a few apply_async calls) is spread over the workers instead of queued behind one.
     // Then each worker's share goes in one system call.
     batches.resize(workers.size());
+    batch_bytes.assign(workers.size(), 0);
     {
-      std::vector<std::size_t> batch_bytes(workers.size(), 0);
       std::lock_guard lock(mu);
       for (bool gave = true; gave && !queue.empty();) {
         gave = false;
@@ -628,7 +637,8 @@ struct PoolCore::Impl {
   }
 
   void wait_and_read() {
-    std::vector<pollfd> p;
+    auto& p = pollfds;
+    p.clear();
     p.push_back({wake.get(), POLLIN, 0});
     for (auto& w : workers) p.push_back({w->conn.fileno(), POLLIN, 0});
     int timeout_ms = -1;
@@ -661,9 +671,15 @@ struct PoolCore::Impl {
       try {
         // Every answer already read ahead; the next poll() wakes for the rest.
         do {
-          handle_reply(w, w.conn.recv_buffer());
+          if (auto answer = ConnectionAccess::peek_buffered(w.conn)) {  // read ahead: no copy
+            handle_reply(w, answer->data(), answer->size());
+            ConnectionAccess::consume_buffered(w.conn);
+          } else {
+            handle_reply(w, w.conn.recv_buffer());
+          }
           ++answers;
         } while (ConnectionAccess::frame_buffered(w.conn));
+        w.running_since = Clock::now();  // of the chunk now at the front, near enough
         measure(w, since, answers);
       } catch (const EOFError&) {
         dead.push_back(i);

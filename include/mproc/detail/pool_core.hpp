@@ -85,10 +85,18 @@ struct Chunk {
   int attempts = 0;
 };
 
-/// A chunk whose payload is written by save; the header is filled in at dispatch. buffer: the
-/// string to write into (its capacity is reused; see PoolCore::take_buffer).
+/// A chunk whose payload is written by save(ctx, archive); the header is filled in at dispatch.
+/// buffer: the string to write into (its capacity is reused; see PoolCore::take_buffer).
 Chunk make_chunk(std::shared_ptr<JobBase> job, std::size_t index, std::size_t first, std::size_t count,
-                 const std::function<void(OutArchive&)>& save, std::string buffer = {});
+                 void (*save)(const void* ctx, OutArchive&), const void* ctx, std::string buffer = {});
+/// The same with any callable save(archive), called in place (no std::function to allocate).
+template <class Save>
+Chunk make_chunk(std::shared_ptr<JobBase> job, std::size_t index, std::size_t first, std::size_t count, const Save& save,
+                 std::string buffer = {}) {
+  return make_chunk(
+      std::move(job), index, first, count, [](const void* f, OutArchive& ar) { (*static_cast<const Save*>(f))(ar); }, &save,
+      std::move(buffer));
+}
 
 struct PoolConfig {
   int processes = 1;

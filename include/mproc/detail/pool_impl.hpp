@@ -222,19 +222,32 @@ AsyncResult<std::vector<R>> Pool::map_impl(F&& f, In&& items, std::optional<std:
     std::vector<std::size_t> firsts;
     for (std::size_t first = 0; first < n; first += size) firsts.push_back(first);
     auto job = std::make_shared<detail::MapJob<R>>(state, n, firsts, progress_);
-    std::vector<detail::Chunk> chunks;
-    chunks.reserve(firsts.size());
     const auto invoker = detail::code_ref(reinterpret_cast<const void*>(&detail::map_chunk_thunk<Fn, T, Star>),
                                           detail::type_fingerprint<detail::Invoker>());
-    for (std::size_t i = 0; i < firsts.size(); ++i) {
-      std::size_t count = std::min(size, n - firsts[i]);
-      chunks.push_back(detail::make_chunk(job, i, firsts[i], count, [&](detail::OutArchive& ar) {
-        ar(invoker);
-        detail::save_target(ar, fn);
-        detail::save_range_items(ar, input, firsts[i], count);
-      }, core_->take_buffer()));
+    // Chunks go to the pool a batch at a time, so that the workers start on the first ones while
+    // the rest are written. If writing one fails, the job's chunks not yet started are withdrawn.
+    constexpr std::size_t kSubmitBatch = 256;
+    std::vector<detail::Chunk> chunks;
+    chunks.reserve(std::min(firsts.size(), kSubmitBatch));
+    try {
+      for (std::size_t i = 0; i < firsts.size(); ++i) {
+        std::size_t count = std::min(size, n - firsts[i]);
+        auto save = [&](detail::OutArchive& ar) {
+          ar(invoker);
+          detail::save_target(ar, fn);
+          detail::save_range_items(ar, input, firsts[i], count);
+        };
+        const bool large = count * sizeof(T) >= 16 * 1024;  // worth a buffer kept from earlier maps
+        chunks.push_back(detail::make_chunk(job, i, firsts[i], count, save, large ? core_->take_buffer() : std::string()));
+        if (chunks.size() == kSubmitBatch || i + 1 == firsts.size()) {
+          core_->submit(std::exchange(chunks, {}));
+          chunks.reserve(kSubmitBatch);
+        }
+      }
+    } catch (...) {
+      core_->cancel(job.get());
+      throw;
     }
-    core_->submit(std::move(chunks));
     return AsyncResult<std::vector<R>>(state);
   };
   if constexpr (std::ranges::random_access_range<In> && std::ranges::sized_range<In>) {

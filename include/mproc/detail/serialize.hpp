@@ -128,11 +128,15 @@ constexpr std::string_view type_name() {
 
 /// FNV-1a of the type's name: the same type in the same binary gives the same number in every
 /// process; a frame carries it so that recv<T> of another type is an error, not garbage.
+constexpr std::uint64_t fingerprint_of(std::string_view name) {
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (char c : name) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
+  return h | 1;  // 0 is reserved for raw bytes (send_bytes)
+}
 template <class T>
 constexpr std::uint64_t type_fingerprint() {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (char c : type_name<T>()) h = (h ^ static_cast<unsigned char>(c)) * 0x100000001b3ull;
-  return h | 1;  // 0 is reserved for raw bytes (send_bytes)
+  constexpr std::uint64_t h = fingerprint_of(type_name<T>());  // at compile time: not per message
+  return h;
 }
 
 template <class T>
