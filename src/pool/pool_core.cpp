@@ -326,7 +326,9 @@ struct PoolCore::Impl {
   std::vector<std::vector<Chunk>> batches;  // dispatch's, one per worker: kept for their memory
   std::vector<std::size_t> batch_bytes;     // dispatch's
   std::vector<std::string_view> frames;     // send_batch's
-  std::vector<pollfd> pollfds;              // wait_and_read's
+  std::vector<pollfd> pollfds;              // prepare_poll's, for read_ready
+  std::vector<Chunk> direct;                // send_now's
+  std::mutex io_mu;  // the workers and their connections: the handler's, but for send_now
   std::atomic<int> live_workers{0};
   std::vector<int> pids;  // snapshot for worker_pids(), under mu
   std::vector<std::string> spare;  // under mu: see kSpareBytes
@@ -564,22 +566,48 @@ struct PoolCore::Impl {
     for (auto it = requeue.rbegin(); it != requeue.rend(); ++it) queue.push_front(std::move(*it));
   }
 
+  // The handler's loop. It holds io_mu except while it waits in poll(), so that a caller can
+  // hand a task straight to an idle worker meanwhile (send_now).
   void run() {
+    std::unique_lock io(io_mu);
     for (;;) {
-      bool stop, stopping_now;
+      bool stop;
       {
         std::lock_guard lock(mu);
-        stopping_now = terminating;
         bool idle = queue.empty() && std::all_of(workers.begin(), workers.end(), [](auto& w) { return w->inflight.empty(); });
         stop = terminating || (closed && idle);
       }
       if (stop) break;
       maintain();
       dispatch();
-      wait_and_read();
-      (void)stopping_now;
+      int timeout_ms = prepare_poll();
+      io.unlock();
+      int r = os::retry([&] { return ::poll(pollfds.data(), pollfds.size(), timeout_ms); });
+      io.lock();
+      if (r < 0) os::throw_errno("poll in the pool");
+      read_ready();
     }
     shutdown();
+  }
+
+  // A lone task goes to an idle worker from the caller's thread, when nothing is queued before
+  // it and the handler is waiting: one thread hop less on the way there (apply's latency).
+  bool send_now(Chunk& c) {
+    if (cfg.task_timeout > 0 || std::this_thread::get_id() == handler.get_id()) return false;
+    std::unique_lock io(io_mu, std::try_to_lock);
+    if (!io) return false;  // the handler is busy: it dispatches the queue soon enough
+    {
+      std::lock_guard lock(mu);
+      if (broken || closed || !queue.empty()) return false;
+    }
+    for (auto& w : workers) {
+      if (!w->inflight.empty() || !accepts(*w, 0)) continue;
+      direct.clear();
+      direct.push_back(std::move(c));
+      send_batch(*w, direct);
+      return true;
+    }
+    return false;
   }
 
   void maintain() {
@@ -636,7 +664,9 @@ struct PoolCore::Impl {
       if (!batches[i].empty()) send_batch(*workers[i], batches[i]);
   }
 
-  void wait_and_read() {
+  // The descriptors to wait on, and how long (the nearest task_timeout; -1: no limit). Kills
+  // the workers whose task is past it.
+  int prepare_poll() {
     auto& p = pollfds;
     p.clear();
     p.push_back({wake.get(), POLLIN, 0});
@@ -656,7 +686,11 @@ struct PoolCore::Impl {
         timeout_ms = timeout_ms < 0 ? static_cast<int>(ms) : std::min(timeout_ms, static_cast<int>(ms));
       }
     }
-    if (os::retry([&] { return ::poll(p.data(), p.size(), timeout_ms); }) < 0) os::throw_errno("poll in the pool");
+    return timeout_ms;
+  }
+
+  void read_ready() {
+    auto& p = pollfds;
     if (p[0].revents) {
       std::uint64_t v;
       (void)!::read(wake.get(), &v, sizeof v);
@@ -767,6 +801,7 @@ PoolCore::~PoolCore() {
 
 void PoolCore::submit(std::vector<Chunk> chunks) {
   auto& m = *impl_;
+  if (chunks.size() == 1 && m.send_now(chunks.front())) return;
   {
     std::lock_guard lock(m.mu);
     if (m.broken) std::rethrow_exception(m.broken);
