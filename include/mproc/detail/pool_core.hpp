@@ -2,6 +2,7 @@
 // the chunk codecs the worker side runs. Not API.
 #pragma once
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -310,16 +311,22 @@ void map_chunk_thunk(InArchive& in, std::string* out) {
       throw_decode_failed("a map chunk", e.what());
     }
     if (in.left() != 0) throw_trailing_bytes(in.left(), "a map chunk");
-    std::size_t at = out->size();
-    out->resize(at + sizeof n + static_cast<std::size_t>(n) * sizeof(R));
-    char* dst = out->data() + at;
-    std::memcpy(dst, &n, sizeof n);
-    dst += sizeof n;
-    for (std::size_t i = 0; i < n; ++i, src += sizeof(T), dst += sizeof(R)) {
-      T x;
-      std::memcpy(static_cast<void*>(&x), src, sizeof(T));
-      const R r = call_item<Star>(f, x);
-      std::memcpy(dst, static_cast<const void*>(&r), sizeof(R));
+    out->reserve(out->size() + sizeof n + static_cast<std::size_t>(n) * sizeof(R));
+    out->append(reinterpret_cast<const char*>(&n), sizeof n);
+    // Results go through a small block that stays in cache, appended a block at a time: a
+    // resize of *out first would write every byte of it twice (zeros, then the results).
+    constexpr std::size_t kBlock = 4096 / sizeof(R) > 0 ? 4096 / sizeof(R) : 1;
+    alignas(R) unsigned char block[kBlock * sizeof(R)];
+    for (std::size_t i = 0; i < n;) {
+      std::size_t k = std::min<std::size_t>(kBlock, static_cast<std::size_t>(n) - i);
+      for (std::size_t j = 0; j < k; ++j, src += sizeof(T)) {
+        T x;
+        std::memcpy(static_cast<void*>(&x), src, sizeof(T));
+        const R r = call_item<Star>(f, x);
+        std::memcpy(block + j * sizeof(R), static_cast<const void*>(&r), sizeof(R));
+      }
+      out->append(reinterpret_cast<const char*>(block), k * sizeof(R));
+      i += k;
     }
     return;
   }
