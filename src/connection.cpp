@@ -53,14 +53,8 @@ constexpr std::uint64_t kMaxUnreadSharedBytes = std::uint64_t{64} << 20;
 // Fresh memory is paid for page by page on first touch, and in a virtual machine a 4 KiB page
 // fault can cost more than copying the page (bench/connection.cpp: 60 MB/s into fresh 4 KiB
 // pages where 2 MiB pages take 2 GB/s on the same host). Large receive buffers therefore ask
-// for transparent huge pages (a hint: without THP nothing changes).
+// for transparent huge pages (advise_huge, a hint: without THP nothing changes).
 constexpr std::size_t kHugePage = std::size_t{2} << 20;
-void advise_huge(void* p, std::size_t n) {
-  if (n < 2 * kHugePage) return;
-  auto first = (reinterpret_cast<std::uintptr_t>(p) + kHugePage - 1) & ~(kHugePage - 1);
-  auto last = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(kHugePage - 1);
-  if (last > first) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_HUGEPAGE);
-}
 
 // A vector of n bytes that will be overwritten at once: allocated untouched, hinted, then sized.
 std::vector<std::byte> vector_for(const std::byte* from, std::size_t n) {

@@ -126,14 +126,17 @@ class ProcessPoolExecutor {
 
   template <class F, class... Args>
   auto submit(F&& f, Args&&... args) {
-    using R = std::invoke_result_t<std::decay_t<F>&, std::decay_t<Args>&...>;
-    detail::Task task = detail::make_task<std::decay_t<F>, std::decay_t<Args>...>(std::forward<F>(f), std::forward<Args>(args)...);
+    using Fn = std::decay_t<F>;
+    using R = std::invoke_result_t<Fn&, std::decay_t<Args>&...>;
+    detail::check_call<Fn, std::decay_t<Args>...>();
     auto state = std::make_shared<detail::FutureState<R>>();
     auto job = std::make_shared<detail::ApplyJob<R>>(state);
     state->core = core_;
     state->job = job.get();
     std::vector<detail::Chunk> chunks;
-    chunks.push_back(detail::make_chunk(job, 0, 0, 1, task.save));
+    // Written straight from the arguments: no copy of them is kept.
+    auto save = [&](detail::OutArchive& ar) { detail::save_call<Fn, std::decay_t<Args>...>(ar, f, args...); };
+    chunks.push_back(detail::make_chunk(job, 0, 0, 1, save));
     core_->submit(std::move(chunks));
     return Future<R>(state);
   }

@@ -106,13 +106,29 @@ void invoke_thunk(InArchive& in, std::string* result) {
     throw_decode_failed("a task's arguments", e.what());
   }
   if (in.left() != 0) throw_trailing_bytes(in.left(), "a task's arguments");
+  // The arguments are this call's own: moved into a target that takes them by value (no copy
+  // of a large one), as lvalues to one that takes references.
+  auto call = [&]() -> decltype(auto) {
+    if constexpr (std::is_invocable_v<F&, Args&&...>)
+      return std::apply(f, std::move(args));
+    else
+      return std::apply(f, args);
+  };
   using R = std::invoke_result_t<F&, Args&...>;
   if constexpr (std::is_void_v<R>) {
-    std::apply(f, args);
+    call();
   } else {
-    R r = std::apply(f, args);
+    R r = call();
     if (result) encode(*result, r);
   }
+}
+
+/// Writes a call of f with args as Task::save does, straight from the caller's objects.
+template <class F, class... Args>
+void save_call(OutArchive& ar, const F& f, const Args&... args) {
+  ar(code_ref(reinterpret_cast<const void*>(&invoke_thunk<F, Args...>), type_fingerprint<Invoker>()));
+  save_target(ar, f);
+  (save_value(ar, args), ...);
 }
 
 /// A call bound to its arguments, ready to run here (fork) or to be written for another process.
@@ -122,22 +138,19 @@ struct Task {
 };
 
 template <class F, class... Args>
-Task make_task(F f, Args... args) {
+constexpr void check_call() {
   check_target<F>();
   (check_serializable<Args>(), ...);
   static_assert(std::is_invocable_v<F&, Args&...>, "mproc: the target cannot be called with these arguments");
+}
+
+template <class F, class... Args>
+Task make_task(F f, Args... args) {
+  check_call<F, Args...>();
   auto bound = std::make_shared<std::tuple<F, Args...>>(std::move(f), std::move(args)...);
   Task t;
   t.call = [bound] { std::apply([](F& fn, Args&... a) { std::invoke(fn, a...); }, *bound); };
-  t.save = [bound](OutArchive& ar) {
-    ar(code_ref(reinterpret_cast<const void*>(&invoke_thunk<F, Args...>), type_fingerprint<Invoker>()));
-    std::apply(
-        [&](const F& fn, const Args&... a) {
-          save_target(ar, fn);
-          (save_value(ar, a), ...);
-        },
-        *bound);
-  };
+  t.save = [bound](OutArchive& ar) { std::apply([&](const F& fn, const Args&... a) { save_call(ar, fn, a...); }, *bound); };
   return t;
 }
 

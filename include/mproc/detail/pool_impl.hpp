@@ -185,13 +185,16 @@ class IMapState : public JobBase, public std::enable_shared_from_this<IMapState<
 
 template <class R, class F, class... Args>
 AsyncResult<R> Pool::apply_async(Callbacks<R> callbacks, F&& f, Args&&... args) {
-  detail::Task task = detail::make_task<std::decay_t<F>, std::decay_t<Args>...>(std::forward<F>(f), std::forward<Args>(args)...);
+  using Fn = std::decay_t<F>;
+  detail::check_call<Fn, std::decay_t<Args>...>();
   auto state = std::make_shared<detail::ResultState<R>>();
   state->callback = std::move(callbacks.callback);
   state->error_callback = std::move(callbacks.error_callback);
   auto job = std::make_shared<detail::ApplyJob<R>>(state);
   std::vector<detail::Chunk> chunks;
-  chunks.push_back(detail::make_chunk(job, 0, 0, 1, task.save));
+  // Written straight from the arguments: no copy of them is kept.
+  auto save = [&](detail::OutArchive& ar) { detail::save_call<Fn, std::decay_t<Args>...>(ar, f, args...); };
+  chunks.push_back(detail::make_chunk(job, 0, 0, 1, save));
   core_->submit(std::move(chunks));
   return AsyncResult<R>(state);
 }

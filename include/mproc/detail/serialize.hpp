@@ -29,11 +29,21 @@
 
 namespace mproc::detail {
 
+/// Large buffers (from kLargeBuffer bytes) are about to be written whole: give them their memory
+/// now, with a transparent-huge-page hint, so that it is faulted in 2 MiB at a time (in a virtual
+/// machine a 4 KiB fault can cost more than copying the page). Not API.
+constexpr std::size_t kLargeBuffer = std::size_t{4} << 20;
+void advise_huge(void* p, std::size_t n);
+void reserve_large(std::string& s, std::size_t capacity);
+
 /// Appends to a std::string: no iostream in the hot path.
 class OutArchive : public cereal::OutputArchive<OutArchive, cereal::AllowEmptyClassElision> {
  public:
   explicit OutArchive(std::string& out) : OutputArchive(this), out_(out) {}
-  void saveBinary(const void* data, std::size_t n) { out_.append(static_cast<const char*>(data), n); }
+  void saveBinary(const void* data, std::size_t n) {
+    if (n >= kLargeBuffer) reserve_large(out_, out_.size() + n);
+    out_.append(static_cast<const char*>(data), n);
+  }
   /// The string written to, for bulk writes in place.
   std::string& buffer() noexcept { return out_; }
 
@@ -108,6 +118,37 @@ void CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, cereal::SizeTag<T>& t) {
   auto n = static_cast<std::uint64_t>(t.size);
   if (n > ar.left() && n > kFreeElements) throw_bad_length(n, ar.left());
 }
+// Strings and vectors of numbers: their memory hinted before it is filled (reserve_large), else
+// as cereal reads them.
+template <class Traits, class Alloc>
+void CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, std::basic_string<char, Traits, Alloc>& str) {
+  cereal::size_type size = 0;
+  ar(cereal::make_size_tag(size));
+  auto n = static_cast<std::size_t>(size);
+  if (n >= kLargeBuffer && n > str.capacity()) {
+    std::basic_string<char, Traits, Alloc>().swap(str);
+    str.reserve(n);
+    advise_huge(str.data(), n);
+  }
+  str.resize(n);
+  ar.loadBinary(str.data(), n);
+}
+template <class T, class Alloc>
+std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>> CEREAL_LOAD_FUNCTION_NAME(InArchive& ar,
+                                                                                                std::vector<T, Alloc>& v) {
+  cereal::size_type size = 0;
+  ar(cereal::make_size_tag(size));
+  auto n = static_cast<std::size_t>(size);
+  if (n > ar.left() / sizeof(T)) throw_bad_length(n, ar.left());
+  if (n * sizeof(T) >= kLargeBuffer && n > v.capacity()) {
+    std::vector<T, Alloc>().swap(v);
+    v.reserve(n);
+    advise_huge(v.data(), n * sizeof(T));
+  }
+  v.resize(n);
+  ar.loadBinary(v.data(), n * sizeof(T));
+}
+
 template <class T>
 void CEREAL_SAVE_FUNCTION_NAME(OutArchive& ar, const cereal::BinaryData<T>& bd) {
   ar.saveBinary(bd.data, static_cast<std::size_t>(bd.size));
