@@ -1,5 +1,5 @@
 """Python's peer of bench/scaling.cpp: multiprocessing Pool(W).map and apply of a task that
-busy-waits T microseconds, for W in --workers and T in --task-us (same metric names and
+spins for T microseconds of its thread's CPU time, for W in --workers and T in --task-us (same metric names and
 parameters, impl "python-multiprocessing", the record format of ../shared/bench).
 
   serial_items_per_s_t<T>us          the task called in this process (start method "none")
@@ -37,8 +37,8 @@ def percentile(values, p):
 
 
 def work(us):
-    end = now() + us * 1e-6
-    while now() < end:
+    end = time.thread_time() + us * 1e-6  # CPU time, as the C++ task: the same work under any load
+    while time.thread_time() < end:
         pass
     return us
 
