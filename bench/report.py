@@ -41,24 +41,18 @@ def rows():
     target: (kind, factor, text); kind "limit" (mproc / limit at least / at most factor), "python"
     (times better than Python) or "p99" (p99 / median of the mproc figure at most factor)."""
     out = []
-    raw_map = ("map_throughput", "items_per_s_chunk125000", "fork", RAW, None)
     raw_rtt = ("pingpong", "socketpair_rtt_median_pinned_same", "fork", RAW, None)
-    for m in METHODS:
-        out.append((f"Pool.map x*x, default chunksize, items/s [{m}]", "higher",
-                    ("map_throughput", "items_per_s_default_chunk", m), ("map_throughput", "items_per_s_default_chunk", m, PY),
-                    raw_map, ("limit", 0.8, ">= 0.8x limit")))
-    for m in METHODS:
-        out.append((f"Pool.map x*x, chunksize=1024, items/s [{m}]", "higher",
-                    ("map_throughput", "items_per_s_chunk1024", m), ("map_throughput", "items_per_s_chunk1024", m, PY),
-                    ("map_throughput", "items_per_s_chunk1024", "fork", RAW, None), None))
-    for m in METHODS:
-        out.append((f"Pool.map x*x, chunksize=1, items/s [{m}]", "higher",
-                    ("map_throughput", "items_per_s_chunk1", m), ("map_throughput", "items_per_s_chunk1", m, PY),
-                    ("map_throughput", "items_per_s_chunk1", "fork", RAW, None), ("limit", 0.5, ">= 0.5x limit")))
-    for m in METHODS:
-        out.append((f"Pool.apply_async pipelined, tasks/s [{m}]", "higher",
-                    ("apply_latency", "apply_async_tasks_per_s", m), ("apply_latency", "apply_async_tasks_per_s", m, PY),
-                    ("map_throughput", "items_per_s_chunk1", "fork", RAW, None), None))
+    raw_chunk1 = ("map_throughput", "items_per_s_chunk1", "fork", RAW, None)
+    for label, bench, metric, limit, target in (
+            ("Pool.map x*x, default chunksize, items/s", "map_throughput", "items_per_s_default_chunk",
+             ("map_throughput", "items_per_s_chunk125000", "fork", RAW, None), ("limit", 0.8, ">= 0.8x limit")),
+            ("Pool.map x*x, chunksize=1024, items/s", "map_throughput", "items_per_s_chunk1024",
+             ("map_throughput", "items_per_s_chunk1024", "fork", RAW, None), None),
+            ("Pool.map x*x, chunksize=1, items/s", "map_throughput", "items_per_s_chunk1", raw_chunk1,
+             ("limit", 0.5, ">= 0.5x limit")),
+            ("Pool.apply_async pipelined, tasks/s", "apply_latency", "apply_async_tasks_per_s", raw_chunk1, None)):
+        for m in METHODS:
+            out.append((f"{label} [{m}]", "higher", (bench, metric, m), (bench, metric, m, PY), limit, target))
     for m in METHODS:
         out.append((f"Pool.apply round trip, median us [{m}]", "lower",
                     ("apply_latency", "pool_apply_rtt_median", m), ("apply_latency", "pool_apply_rtt_median", m, PY),
