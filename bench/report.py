@@ -121,7 +121,7 @@ def rows():
         out.append((f"Worker killed: submit until the replacement answers, median us [{m}] (mproc only)", "lower",
                     ("recovery", "crash_to_next_result_median", m), None,
                     ("startup", "process_start_join_median", m, MPROC, None), None))
-        out.append((f"task_timeout 50 ms: TimeoutError later than 50 ms by, median us [{m}] (mproc only)", "lower",
+        out.append((f"task_timeout 100 ms: TimeoutError later than 100 ms by, median us [{m}] (mproc only)", "lower",
                     ("recovery", "task_timeout_overshoot_median", m), None, None, None))
     return out
 

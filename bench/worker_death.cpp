@@ -21,8 +21,8 @@
 //                             WorkerCrashed is thrown (median/p99 us over --n)
 //   crash_to_next_result      the same, until a following apply(square) has answered on the
 //                             replacement worker: the whole recovery
-//   task_timeout_overshoot    Pool(1, task_timeout = 50 ms).apply of a task that never ends: the
-//                             time from submit to TimeoutError, minus the 50 ms
+//   task_timeout_overshoot    Pool(1, task_timeout = 100 ms).apply of a task that never ends: the
+//                             time from submit to TimeoutError, minus the 100 ms
 //   task_timeout_to_next_result   the same, until a following apply has answered on the replacement
 //
 // usage: worker_death [--run N] [--quick] [--n N] [--timeout S] [--lock-timeout S]
@@ -57,7 +57,7 @@ constexpr const char* kUsage =
 
 constexpr int kDieAt = 3;
 constexpr int kTasks = 8;
-constexpr auto kTaskTimeout = std::chrono::milliseconds(50);
+constexpr auto kTaskTimeout = std::chrono::milliseconds(100);
 
 void die(const std::string& how) {
   if (how == "exit") ::_exit(1);
@@ -211,7 +211,17 @@ std::pair<double, double> recover_once(mproc::Pool& pool, F bad) {
   } catch (const Error&) {
   }
   double t1 = bench::now();
-  if (pool.apply(square, std::int64_t{7}) != 49) fail("wrong result after recovery");
+  // The Pool counts a replacement's start-up against its first task's task_timeout, so on a
+  // loaded machine that task can time out too: retried (bounded), and said on stderr.
+  for (int attempt = 1;; ++attempt) {
+    try {
+      if (pool.apply(square, std::int64_t{7}) != 49) fail("wrong result after recovery");
+      break;
+    } catch (const mproc::TimeoutError& e) {
+      bench::note("worker_death: the task after a recovery timed out (%s)", e.what());
+      if (attempt == 10) fail("the task after a recovery timed out 10 times");
+    }
+  }
   return {t1 - t0, bench::now() - t0};
 }
 
