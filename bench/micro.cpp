@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("encode_decode_string_1KiB", [](benchmark::State& s) { encode_decode(s, std::string(1024, 'x')); });
   benchmark::RegisterBenchmark("pipe_send_recv_bytes_8B", pipe_send_recv_bytes);
   benchmark::RegisterBenchmark("pipe_send_recv_int64", pipe_send_recv_int64);
-  std::string min_time = quick ? "--benchmark_min_time=0.01" : "--benchmark_min_time=0.2";
+  std::string min_time = quick ? "--benchmark_min_time=0.01" : "--benchmark_min_time=0.1";
   std::string reps = quick ? "--benchmark_repetitions=2" : "--benchmark_repetitions=5";
   rest.insert(rest.begin() + 1, reps.data());
   rest.insert(rest.begin() + 1, min_time.data());
