@@ -33,7 +33,7 @@ mproc::inherited<std::vector<std::int64_t>> g_state{"bench_state"};
 constexpr const char* kUsage =
     "usage: startup [--run N] [--quick] [--n N] [--pool-n N] [--methods fork,spawn,forkserver]\n"
     "  mproc::Process start+join of a function that does nothing, per start method:\n"
-    "  median and p99 (us) over N starts (default 200, --quick 20) after one untimed-in-the-median\n"
+    "  median and p99 (us) over N starts (default 50, --quick 5, as startup.py) after one untimed-in-the-median\n"
     "  first start (reported as process_start_join_first); Pool(2) ready + one apply(noop), then its\n"
     "  terminate+join: median and p99 (us) over --pool-n pools (default 20, --quick 3). JSON lines on stdout.\n";
 
@@ -74,7 +74,7 @@ int main(int argc, char** argv) {
     else return false;
     return true;
   });
-  long n = opt.n > 0 ? opt.n : opt.quick ? 20 : 200;
+  long n = opt.n > 0 ? opt.n : opt.quick ? 5 : 50;  // startup.py's --n
   if (pool_n <= 0) pool_n = opt.quick ? 3 : 20;
   if (inherited_n <= 0) inherited_n = opt.quick ? 5 : 50;
   bench::Reporter out("startup", opt.run);
