@@ -34,9 +34,10 @@ check-asan: deps
 	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	ctest --test-dir $(ASAN_BUILD) --output-on-failure --no-tests=error -j2 --timeout 600 -LE "packaging|compile"
 
-# mproc, the Python peers and the raw limits in one run (bench/run; RUNS=, QUICK=1).
+# mproc, the Python peers and the raw limits in one run (bench/run; RUNS=, QUICK=1, STEPS=):
+# bench/results/<date>.{jsonl,md} and the scaling chart. Only the benchmarks are built.
 bench: deps
-	cmake -S . -B $(BENCH_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release
+	cmake -S . -B $(BENCH_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release -DMPROC_BUILD_TESTS=OFF -DMPROC_BUILD_EXAMPLES=OFF
 	cmake --build $(BENCH_BUILD)
 	bench/run $(BENCH_BUILD)
 

@@ -41,20 +41,6 @@ constexpr int kWorkers = 2;
 
 std::int64_t square(std::int64_t x) { return x * x; }
 
-std::int64_t sleep_pid(double delay) {
-  std::this_thread::sleep_for(std::chrono::duration<double>(delay));
-  return ::getpid();
-}
-
-void wait_all_workers(mproc::Pool& pool, int nworkers) {  // as Python's common.wait_all_workers
-  std::vector<std::int64_t> seen;
-  double deadline = bench::now() + 30;
-  while (static_cast<int>(seen.size()) < nworkers && bench::now() < deadline) {
-    for (auto pid : pool.map(sleep_pid, std::vector<double>(static_cast<std::size_t>(nworkers), 0.02), 1))
-      if (std::find(seen.begin(), seen.end(), pid) == seen.end()) seen.push_back(pid);
-  }
-}
-
 [[noreturn]] void wrong(const char* what, std::int64_t i, std::int64_t r) {
   bench::note("apply_latency: %s(%lld) gave %lld", what, static_cast<long long>(i), static_cast<long long>(r));
   std::exit(1);
@@ -120,7 +106,7 @@ int main(int argc, char** argv) {
     auto ctx = mproc::get_context(method);
     {
       mproc::Pool pool({.processes = kWorkers, .context = ctx});
-      wait_all_workers(pool, kWorkers);
+      bench::wait_all_workers(pool, kWorkers);
       out.latency(method, "pool_apply_rtt", pool_apply_samples(pool, calls, warmup), workers);
       std::vector<double> times;
       for (int r = 0; r < 3; ++r) times.push_back(time_apply_async(pool, async_n));

@@ -32,6 +32,8 @@
 #include <thread>
 #include <vector>
 
+#include "common.hpp"
+
 namespace {
 
 // ---------------------------------------------------------------- JSON lines (../shared/bench format)
@@ -99,11 +101,6 @@ std::string echo_bytes(std::string x) { return x; }
 std::vector<std::int64_t> echo_array(std::vector<std::int64_t> x) { return x; }
 std::uint32_t crc_bytes(std::string x) { return crc32_of(x.data(), x.size()); }
 
-int sleep_pid(double seconds) {
-  std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
-  return ::getpid();
-}
-
 int shm_attach_only(std::string name) {
   mproc::SharedMemory shm({.name = name});
   shm.close();
@@ -140,16 +137,6 @@ std::vector<double> timed(F&& fn, int reps) {
 [[noreturn]] void wrong(const char* what) {
   std::fprintf(stderr, "big_array: %s: wrong result\n", what);
   std::exit(1);
-}
-
-// Python's wait_all_workers: until every worker has answered, so start-up is not measured.
-void wait_all_workers(mproc::Pool& pool, std::size_t n) {
-  std::set<int> seen;
-  double deadline = now() + 30;
-  while (seen.size() < n && now() < deadline) {
-    auto pids = pool.map(sleep_pid, std::vector<double>(n, 0.02), 1);
-    seen.insert(pids.begin(), pids.end());
-  }
 }
 
 }  // namespace
@@ -217,7 +204,7 @@ int main(int argc, char** argv) {
 
   for (const auto& method : methods) {
     mproc::Pool pool({.processes = 2, .context = mproc::get_context(method)});
-    wait_all_workers(pool, 2);
+    bench::wait_all_workers(pool, 2);
 
     report(method, "pickle_roundtrip_bytes", timed([&] {
              if (pool.apply(echo_bytes, data) != data) wrong("pickle_roundtrip_bytes");

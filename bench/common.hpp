@@ -12,13 +12,20 @@
 // microseconds; rates are the median of several timed repetitions, with rate_min/rate_max.
 #pragma once
 
+#include <unistd.h>
+
+#include <mproc/pool.hpp>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace bench {
@@ -48,10 +55,29 @@ inline std::string fmt(double v) {
   return buf;
 }
 
+/// A JSON string literal (quotes and escapes) of any text.
+inline std::string quote(const std::string& s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "\"";
+}
+
 /// Extra JSON fields: field("n", 50) + field("duplex", true) ...
 inline std::string field(const char* name, long long v) { return std::string(", \"") + name + "\": " + std::to_string(v); }
 inline std::string field(const char* name, double v) { return std::string(", \"") + name + "\": " + fmt(v); }
 inline std::string field(const char* name, bool v) { return std::string(", \"") + name + "\": " + (v ? "true" : "false"); }
+inline std::string field(const char* name, const std::string& v) { return std::string(", \"") + name + "\": " + quote(v); }
 
 class Reporter {
  public:
@@ -59,9 +85,21 @@ class Reporter {
 
   void emit(const std::string& start_method, const std::string& metric, double value, const char* unit,
             const std::string& extra = "") const {
+    emit_json(start_method, metric, fmt(value), unit, extra);
+  }
+
+  /// A record whose value is not a number: an outcome string (worker_death) or a boolean.
+  void emit_outcome(const std::string& start_method, const std::string& metric, const std::string& outcome,
+                    const std::string& extra = "") const {
+    emit_json(start_method, metric, quote(outcome), "outcome", extra);
+  }
+
+  /// value_json is already JSON (a number, a quoted string, true/false).
+  void emit_json(const std::string& start_method, const std::string& metric, const std::string& value_json,
+                 const char* unit, const std::string& extra = "") const {
     std::printf("{\"bench\": \"%s\", \"impl\": \"%s\", \"start_method\": \"%s\", \"metric\": \"%s\", \"value\": %s, "
                 "\"unit\": \"%s\", \"run\": %d%s}\n",
-                bench_, kImpl, start_method.c_str(), metric.c_str(), fmt(value).c_str(), unit, run_, extra.c_str());
+                bench_, kImpl, start_method.c_str(), metric.c_str(), value_json.c_str(), unit, run_, extra.c_str());
     std::fflush(stdout);
   }
 
@@ -104,6 +142,23 @@ class Reporter {
   const char* bench_;
   int run_;
 };
+
+/// The pid of the worker that ran it, after a short sleep (Python's common._sleep_pid).
+inline std::int64_t sleep_pid(double delay) {
+  std::this_thread::sleep_for(std::chrono::duration<double>(delay));
+  return ::getpid();
+}
+
+/// Python's common.wait_all_workers: rounds of one short sleep per worker (chunksize 1) until
+/// every worker has answered one, so that pool start-up stays out of what is timed next.
+inline void wait_all_workers(mproc::Pool& pool, int nworkers) {
+  std::vector<std::int64_t> seen;
+  double deadline = now() + 30;
+  while (static_cast<int>(seen.size()) < nworkers && now() < deadline) {
+    for (auto pid : pool.map(sleep_pid, std::vector<double>(static_cast<std::size_t>(nworkers), 0.02), 1))
+      if (std::find(seen.begin(), seen.end(), pid) == seen.end()) seen.push_back(pid);
+  }
+}
 
 template <class... Args>
 void note(const char* format, Args... args) {

@@ -43,22 +43,6 @@ constexpr int kWorkers = 2;
 
 std::int64_t square(std::int64_t x) { return x * x; }
 
-std::int64_t sleep_pid(double delay) {
-  std::this_thread::sleep_for(std::chrono::duration<double>(delay));
-  return ::getpid();
-}
-
-/// Python's wait_all_workers: rounds of one short sleep per worker (chunksize 1) until every
-/// worker has answered one, so that a slower-to-start worker must pick one up.
-void wait_all_workers(mproc::Pool& pool, int nworkers) {
-  std::vector<std::int64_t> seen;
-  double deadline = bench::now() + 30;
-  while (static_cast<int>(seen.size()) < nworkers && bench::now() < deadline) {
-    for (auto pid : pool.map(sleep_pid, std::vector<double>(static_cast<std::size_t>(nworkers), 0.02), 1))
-      if (std::find(seen.begin(), seen.end(), pid) == seen.end()) seen.push_back(pid);
-  }
-}
-
 double time_map(mproc::Pool& pool, std::int64_t n, std::optional<std::size_t> chunksize) {
   double t0 = bench::now();
   std::vector<std::int64_t> out = pool.map(square, std::views::iota(std::int64_t{0}, n), chunksize);
@@ -100,7 +84,7 @@ int main(int argc, char** argv) {
 
   for (const auto& method : opt.methods) {
     mproc::Pool pool({.processes = kWorkers, .context = mproc::get_context(method)});
-    wait_all_workers(pool, kWorkers);
+    bench::wait_all_workers(pool, kWorkers);
     struct Case {
       const char* metric;
       std::int64_t n;
