@@ -149,7 +149,8 @@ namespace {
 
 // A worker's mailbox, shared with its pool: word 0 is the worker's status (the id of the chunk
 // it runs, | kChunkFinished once that is done), word 1 how many bytes of answers it holds back,
-// then those answers, each [length: 8][bytes, padded to 8]. Answers wait here rather than in the
+// word 2 when that chunk started (steady_clock, nanoseconds: the same clock in every process),
+// then the answers, each [length: 8][bytes, padded to 8]. Answers wait here rather than in the
 // worker's memory so that they outlive it: a worker that dies on the next chunk loses nothing
 // it finished, and nothing runs twice.
 struct Mailbox {
@@ -157,7 +158,8 @@ struct Mailbox {
 
   std::atomic_ref<std::uint64_t> status() const { return std::atomic_ref(words[0]); }
   std::atomic_ref<std::uint64_t> held_bytes() const { return std::atomic_ref(words[1]); }
-  std::byte* held() const { return reinterpret_cast<std::byte*>(words + 2); }
+  std::atomic_ref<std::uint64_t> started_ns() const { return std::atomic_ref(words[2]); }
+  std::byte* held() const { return reinterpret_cast<std::byte*>(words + 3); }
 };
 
 constexpr std::size_t padded(std::size_t n) { return (n + 7) & ~std::size_t{7}; }
@@ -262,6 +264,8 @@ void pool_worker_main(Connection conn, WorkerSetup setup) {
     if (reply.capacity() > kKeepReply) std::string().swap(reply);
     reply.assign(kChunkHeader, '\0');
     std::memcpy(reply.data(), &id, sizeof id);
+    box.started_ns().store(static_cast<std::uint64_t>(std::chrono::nanoseconds(now.time_since_epoch()).count()),
+                           std::memory_order_relaxed);
     box.status().store(id, std::memory_order_release);
     try {
       if (setup.limits.cpu_seconds) arm_cpu_limit(setup.limits.cpu_seconds);
@@ -600,8 +604,11 @@ struct PoolCore::Impl {
       std::lock_guard lock(mu);
       if (broken || closed || !queue.empty()) return false;
     }
+    // Only into an idle pool (a lone apply): tasks that come faster than the workers answer go
+    // through the queue, where the handler batches them.
+    if (std::any_of(workers.begin(), workers.end(), [](auto& w) { return !w->inflight.empty(); })) return false;
     for (auto& w : workers) {
-      if (!w->inflight.empty() || !accepts(*w, 0)) continue;
+      if (!accepts(*w, 0)) continue;
       direct.clear();
       direct.push_back(std::move(c));
       send_batch(*w, direct);
@@ -674,9 +681,16 @@ struct PoolCore::Impl {
     int timeout_ms = -1;
     if (cfg.task_timeout > 0) {
       auto now = Clock::now();
+      const auto limit = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.task_timeout));
       for (auto& w : workers) {
         if (w->inflight.empty() || !w->inflight.front().job || w->timed_out) continue;
-        auto deadline = w->running_since + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.task_timeout));
+        // The task's time counts from when the worker started it (its mailbox says), not from
+        // when it was sent: a worker still starting up, or busy with a held-back chunk, has not.
+        // One not started yet is looked at again within the limit.
+        Mailbox box{w->mailbox.data()};
+        Clock::time_point deadline = now + limit;
+        if ((box.status().load(std::memory_order_acquire) & ~kChunkFinished) == chunk_id(w->inflight.front()))
+          deadline = Clock::time_point(std::chrono::nanoseconds(box.started_ns().load(std::memory_order_relaxed))) + limit;
         auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1;
         if (ms <= 0) {
           w->timed_out = true;

@@ -72,10 +72,10 @@ constexpr std::uint8_t kChunkShort = 0x80;
 /// In a worker's status word: the chunk whose id is the rest has finished (its answer was sent,
 /// or is held back in the mailbox). Without it, the chunk is running.
 constexpr std::uint64_t kChunkFinished = std::uint64_t{1} << 63;
-/// A worker's mailbox (see src/pool/pool_core.cpp): its status word, then the answers it holds
+/// A worker's mailbox (see src/pool/pool_core.cpp): its status words, then the answers it holds
 /// back, in 64-bit words of shared memory.
 constexpr std::size_t kMailboxHeldBytes = 64 * 1024 + 32 * 16;
-constexpr std::size_t kMailboxWords = 2 + kMailboxHeldBytes / 8;
+constexpr std::size_t kMailboxWords = 3 + kMailboxHeldBytes / 8;
 
 struct Chunk {
   std::shared_ptr<JobBase> job;  // null for the initializer
