@@ -188,8 +188,8 @@ void client_handshake(Connection& c, const std::optional<std::string>& authkey, 
         refused("the server at '" + to.str() + "' did not answer while " + during);
       return c.recv_bytes(kHandshakeMax);
     } catch (const EOFError&) {
-      throw AuthenticationError("the server at '" + to.str() + "' closed the connection while " + during +
-                                " (it refused this client)");
+      // A server that refuses a key says FAIL first: a bare hang-up is a server that went away.
+      throw ConnectionError("the server at '" + to.str() + "' closed the connection while " + during);
     } catch (const ProtocolError& e) {
       refused("the server at '" + to.str() + "' sent garbage while " + during + ": " + e.what());
     }

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "managers/protocol.hpp"
+#include "support/managers.hpp"
 
 namespace {
 
@@ -86,6 +87,39 @@ TEST_P(ManagerFaults, ClientKilledMidCallLeavesTheServerHealthyAndReleasesWhatIt
   q.put(42);
   EXPECT_EQ(q.get(true, seconds(60)), 42);  // nobody took it for the dead client
   EXPECT_EQ(d.at(2), 2);
+}
+
+void create_hold_and_block(mproc::connection::Address address, mproc::Connection c) {
+  auto given = c.recv<mproc::DictProxy<int, int>>();
+  mproc::SyncManager m({.address = address});
+  m.connect();
+  auto mine = m.dict<int, int>();
+  auto lock = m.Lock();
+  auto never = m.Event();
+  lock.acquire();
+  mine.set(1, 1);
+  given.set(2, 2);
+  c.send(1);
+  never.wait();  // killed while blocked in a call
+}
+
+TEST_P(ManagerFaults, KilledClientsObjectsAreReleasedWithItsLastProxies) {
+  auto m = mproc::Manager({.ctx = ctx()});
+  auto keep = m.dict<int, int>();
+  auto [mine, theirs] = mproc::Pipe();
+  auto p = ctx().Process(create_hold_and_block, m.address(), theirs);
+  p.start();
+  {
+    auto given = m.dict<int, int>();
+    mine.send(given);
+    EXPECT_EQ(mine.recv<int>(), 1);  // the child has it: our copy may go
+  }
+  EXPECT_EQ(m.number_of_objects(), 5u);  // keep, given, and the child's dict, lock and event
+  p.kill();
+  p.join();
+  EXPECT_EQ(mproc_test::settled_objects(m, 1), 1u);  // only `keep`: the child held the last proxies of the others
+  keep.set(0, 0);
+  EXPECT_EQ(keep.size(), 1u);
 }
 
 void hammer(mproc::DictProxy<int, int> d) {
