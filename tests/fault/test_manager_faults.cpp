@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <thread>
@@ -36,6 +37,9 @@ void blocked_getter(mproc::QueueProxy<int> q, mproc::Connection out) {
     std::exit(5);
   } catch (const mproc::ConnectionError&) {
     std::exit(7);  // the expected outcome
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "blocked_getter: %s\n", e.what());
+    std::exit(6);
   } catch (...) {
     std::exit(6);
   }
