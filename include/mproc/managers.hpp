@@ -47,9 +47,10 @@ class BaseProxy {
  protected:
   detail::mgr::ObjectRef& ref() const;
   template <class R = void, class... A>
-  R call_(std::string_view method, const A&... a) const {
-    return detail::mgr::call<R>(ref(), method, a...);
-  }
+  R call_(std::string_view method, const A&... a) const { return detail::mgr::call<R>(ref(), method, a...); }
+  template <class T>
+  static std::string blob(const T& v) { return detail::mgr::blob(v); }
+  static double wire(std::optional<seconds> timeout) { return timeout ? timeout->count() : -1.0; }
   std::shared_ptr<detail::mgr::ObjectRef> ref_;
 };
 
@@ -63,17 +64,17 @@ class DictProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
   /// Python: d[k] = v.
-  void set(const K& k, const V& v) { call_("set", detail::mgr::blob(k), detail::mgr::blob(v)); }
+  void set(const K& k, const V& v) { call_("set", blob(k), blob(v)); }
   /// Python: d[k]. Throws KeyError.
-  V at(const K& k) const { return call_<V>("get", detail::mgr::blob(k)); }
+  V at(const K& k) const { return call_<V>("get", blob(k)); }
   /// Python: d.get(k) / d.get(k, default).
   std::optional<V> get(const K& k) const;
   V get(const K& k, const V& fallback) const { return get(k).value_or(fallback); }
-  bool contains(const K& k) const { return call_<bool>("contains", detail::mgr::blob(k)); }
+  bool contains(const K& k) const { return call_<bool>("contains", blob(k)); }
   /// Python: len(d).
   std::size_t size() const { return call_<std::uint64_t>("len"); }
   /// Python: del d[k]. Throws KeyError.
-  void erase(const K& k) { call_("del", detail::mgr::blob(k)); }
+  void erase(const K& k) { call_("del", blob(k)); }
   /// Python: d.pop(k) (KeyError), d.pop(k, default).
   V pop(const K& k);
   V pop(const K& k, const V& fallback);
@@ -105,17 +106,17 @@ template <class T>
 class ListProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  void append(const T& v) { call_("append", detail::mgr::blob(v)); }
+  void append(const T& v) { call_("append", blob(v)); }
   void extend(const std::vector<T>& vs);
   T at(std::int64_t i) const { return call_<T>("get", i); }
-  void set(std::int64_t i, const T& v) { call_("set", i, detail::mgr::blob(v)); }
-  void insert(std::int64_t i, const T& v) { call_("insert", i, detail::mgr::blob(v)); }
+  void set(std::int64_t i, const T& v) { call_("set", i, blob(v)); }
+  void insert(std::int64_t i, const T& v) { call_("insert", i, blob(v)); }
   T pop(std::int64_t i = -1) { return call_<T>("pop", i); }
   void erase(std::int64_t i) { call_("del", i); }
   /// Python: l.remove(v) (ValueError when absent), l.index(v), l.count(v).
-  void remove(const T& v) { call_("remove", detail::mgr::blob(v)); }
-  std::size_t index(const T& v) const { return call_<std::uint64_t>("index", detail::mgr::blob(v)); }
-  std::size_t count(const T& v) const { return call_<std::uint64_t>("count", detail::mgr::blob(v)); }
+  void remove(const T& v) { call_("remove", blob(v)); }
+  std::size_t index(const T& v) const { return call_<std::uint64_t>("index", blob(v)); }
+  std::size_t count(const T& v) const { return call_<std::uint64_t>("count", blob(v)); }
   std::size_t size() const { return call_<std::uint64_t>("len"); }
   void clear() { call_("clear"); }
   /// Python: list(l) / l[:]: every item, in one round trip.
@@ -131,14 +132,10 @@ class NamespaceProxy : public BaseProxy {
   using BaseProxy::BaseProxy;
   /// Python: ns.name = v.
   template <class T>
-  void set(const std::string& name, const T& v) {
-    call_("set", name, detail::type_fingerprint<T>(), detail::mgr::blob(v));
-  }
+  void set(const std::string& name, const T& v) { call_("set", name, detail::type_fingerprint<T>(), blob(v)); }
   /// Python: ns.name. KeyError when there is none, TypeMismatchError when it holds another type.
   template <class T>
-  T get(const std::string& name) const {
-    return call_<T>("get", name, detail::type_fingerprint<T>());
-  }
+  T get(const std::string& name) const { return call_<T>("get", name, detail::type_fingerprint<T>()); }
   bool has(const std::string& name) const { return call_<bool>("has", name); }
   void erase(const std::string& name) { call_("del", name); }
   std::vector<std::string> names() const { return call_<std::vector<std::string>>("names"); }
@@ -150,7 +147,7 @@ class ValueProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
   T get() const { return call_<T>("get"); }
-  void set(const T& v) { call_("set", detail::mgr::blob(v)); }
+  void set(const T& v) { call_("set", blob(v)); }
   T add(T delta);
   template <class F>
   T update_with(F f);
@@ -162,7 +159,7 @@ class ArrayProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
   T at(std::int64_t i) const { return call_<T>("get", i); }
-  void set(std::int64_t i, const T& v) { call_("set", i, detail::mgr::blob(v)); }
+  void set(std::int64_t i, const T& v) { call_("set", i, blob(v)); }
   std::size_t size() const { return call_<std::uint64_t>("len"); }
   std::vector<T> tolist() const;
   /// Replaces every element (the length must not change).
@@ -176,12 +173,8 @@ template <class T>
 class QueueProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  void put(const T& v, bool block = true, std::optional<seconds> timeout = std::nullopt) {
-    call_("put", detail::mgr::blob(v), block, timeout ? timeout->count() : -1.0);
-  }
-  T get(bool block = true, std::optional<seconds> timeout = std::nullopt) {
-    return call_<T>("get", block, timeout ? timeout->count() : -1.0);
-  }
+  void put(const T& v, bool block = true, std::optional<seconds> timeout = {}) { call_("put", blob(v), block, wire(timeout)); }
+  T get(bool block = true, std::optional<seconds> timeout = {}) { return call_<T>("get", block, wire(timeout)); }
   void put_nowait(const T& v) { put(v, false); }
   T get_nowait() { return get(false); }
   std::size_t qsize() const { return call_<std::uint64_t>("qsize"); }
@@ -200,9 +193,7 @@ using JoinableQueueProxy = QueueProxy<T>;
 class AcquirerProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  bool acquire(bool blocking = true, std::optional<seconds> timeout = std::nullopt) {
-    return call_<bool>("acquire", blocking, timeout ? timeout->count() : -1.0);
-  }
+  bool acquire(bool blocking = true, std::optional<seconds> timeout = {}) { return call_<bool>("acquire", blocking, wire(timeout)); }
   void release() { call_("release"); }
   /// Lock/RLock: whether someone holds it. Semaphores: whether the value is 0.
   bool locked() const { return call_<bool>("locked"); }
@@ -220,7 +211,7 @@ class ConditionProxy : public AcquirerProxy {
   using AcquirerProxy::AcquirerProxy;
   /// Releases the lock, waits for a notify (or the timeout), takes the lock back. True unless
   /// it timed out. RuntimeError when this thread does not hold the lock.
-  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", timeout ? timeout->count() : -1.0); }
+  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", wire(timeout)); }
   /// Python's wait_for: predicate() is evaluated here, under the lock.
   template <class P>
   bool wait_for(P predicate, std::optional<seconds> timeout = std::nullopt);
@@ -235,7 +226,7 @@ class EventProxy : public BaseProxy {
   void set() { call_("set"); }
   void clear() { call_("clear"); }
   bool is_set() const { return call_<bool>("is_set"); }
-  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", timeout ? timeout->count() : -1.0); }
+  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", wire(timeout)); }
 };
 
 /// Python: BarrierProxy (manager.Barrier(parties, timeout)). A party whose process dies while
@@ -243,9 +234,7 @@ class EventProxy : public BaseProxy {
 class BarrierProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  std::int64_t wait(std::optional<seconds> timeout = std::nullopt) {
-    return call_<std::int64_t>("wait", timeout ? timeout->count() : -1.0);
-  }
+  std::int64_t wait(std::optional<seconds> timeout = std::nullopt) { return call_<std::int64_t>("wait", wire(timeout)); }
   void abort() { call_("abort"); }
   void reset() { call_("reset"); }
   std::int64_t parties() const { return call_<std::int64_t>("parties"); }
