@@ -96,66 +96,55 @@ std::string blob(const T& v) {
 // Replies that hold many values are a count, then each value's encoding (each one is
 // self-delimiting once its type is known, which only the client knows).
 template <class T>
-std::optional<T> decode_optional(const Payload& b) {
-  InArchive ar(b.data(), b.size());
-  std::uint8_t present = 0;
-  ar(present);
-  if (!present) return std::nullopt;
+T load_one(InArchive& ar) {
   T v{};
   load_value(ar, v);
   return v;
 }
 
+// A presence byte, then the value when there is one.
 template <class T>
-std::vector<T> decode_list(const Payload& b) {
+std::optional<T> load_optional(InArchive& ar) {
+  std::uint8_t present = 0;
+  ar(present);
+  if (!present) return std::nullopt;
+  return load_one<T>(ar);
+}
+
+template <class T>
+std::optional<T> decode_optional(const Payload& b) {
+  InArchive ar(b.data(), b.size());
+  return load_optional<T>(ar);
+}
+
+// A count, then that many items, each read by load(ar).
+template <class Item, class Load>
+std::vector<Item> decode_counted(const Payload& b, Load load) {
   InArchive ar(b.data(), b.size());
   std::uint64_t n = 0;
   ar(cereal::make_size_tag(n));
-  std::vector<T> out;
+  std::vector<Item> out;
   out.reserve(static_cast<std::size_t>(n));
-  for (std::uint64_t i = 0; i < n; ++i) {
-    T v{};
-    load_value(ar, v);
-    out.push_back(std::move(v));
-  }
+  for (std::uint64_t i = 0; i < n; ++i) out.push_back(load(ar));
   return out;
+}
+
+template <class T>
+std::vector<T> decode_list(const Payload& b) {
+  return decode_counted<T>(b, load_one<T>);
 }
 
 template <class T>
 std::vector<std::optional<T>> decode_optional_list(const Payload& b) {
-  InArchive ar(b.data(), b.size());
-  std::uint64_t n = 0;
-  ar(cereal::make_size_tag(n));
-  std::vector<std::optional<T>> out;
-  out.reserve(static_cast<std::size_t>(n));
-  for (std::uint64_t i = 0; i < n; ++i) {
-    std::uint8_t present = 0;
-    ar(present);
-    if (present) {
-      T v{};
-      load_value(ar, v);
-      out.emplace_back(std::move(v));
-    } else {
-      out.emplace_back();
-    }
-  }
-  return out;
+  return decode_counted<std::optional<T>>(b, load_optional<T>);
 }
 
 template <class K, class V>
 std::vector<std::pair<K, V>> decode_items(const Payload& b) {
-  InArchive ar(b.data(), b.size());
-  std::uint64_t n = 0;
-  ar(cereal::make_size_tag(n));
-  std::vector<std::pair<K, V>> out;
-  out.reserve(static_cast<std::size_t>(n));
-  for (std::uint64_t i = 0; i < n; ++i) {
-    std::pair<K, V> kv{};
-    load_value(ar, kv.first);
-    load_value(ar, kv.second);
-    out.push_back(std::move(kv));
-  }
-  return out;
+  return decode_counted<std::pair<K, V>>(b, [](InArchive& ar) {
+    K k = load_one<K>(ar);
+    return std::pair<K, V>(std::move(k), load_one<V>(ar));
+  });
 }
 
 /// One call: method(args...) on the object, returning R.
