@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <system_error>
 
 #include "util/auth.hpp"
 #include "util/challenge.hpp"
@@ -188,10 +189,12 @@ void client_handshake(Connection& c, const std::optional<std::string>& authkey, 
         refused("the server at '" + to.str() + "' did not answer while " + during);
       return c.recv_bytes(kHandshakeMax);
     } catch (const EOFError&) {
-      throw AuthenticationError("the server at '" + to.str() + "' closed the connection while " + during +
-                                " (it refused this client)");
+      // A server that refuses a key says FAIL first: a bare hang-up is a server that went away.
+      throw ConnectionError("the server at '" + to.str() + "' closed the connection while " + during);
     } catch (const ProtocolError& e) {
       refused("the server at '" + to.str() + "' sent garbage while " + during + ": " + e.what());
+    } catch (const std::system_error& e) {  // a reset: gone too
+      throw ConnectionError("the server at '" + to.str() + "' dropped the connection while " + during + ": " + e.what());
     }
   };
   auto hello = next("greeting");
@@ -207,7 +210,7 @@ void client_handshake(Connection& c, const std::optional<std::string>& authkey, 
   try {
     c.send_bytes(reply);
   } catch (const std::exception& e) {
-    refused("the server at '" + to.str() + "' hung up during authentication: " + e.what());
+    throw ConnectionError("the server at '" + to.str() + "' hung up during authentication: " + e.what());
   }
   auto verdict = next("authenticating");
   switch (challenge::check_verdict(*authkey, kLabels, mine, verdict.data(), verdict.size())) {

@@ -128,6 +128,21 @@ TEST(Listener, NobodyListeningIsConnectionError) {
   EXPECT_THROW(Client(nowhere), mproc::ConnectionError);
 }
 
+TEST(Listener, AServerThatHangsUpDuringTheHandshakeIsAConnectionErrorNotARefusal) {
+  int s = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(s, 1), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  std::thread server([&] { ::close(::accept(s, nullptr, nullptr)); });  // a server that dies before its greeting
+  EXPECT_THROW(Client(Address("127.0.0.1", ntohs(a.sin_port)), std::string("k")), mproc::ConnectionError);
+  server.join();
+  ::close(s);
+}
+
 TEST(Listener, AcceptWithTimeoutReturnsNothingWhenNobodyComes) {
   Listener sut;
   EXPECT_FALSE(sut.accept(mproc::seconds(0.05)).has_value());

@@ -15,6 +15,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/managers.hpp"
+
 // Outside any anonymous namespace: the remote program (tests/helpers/manager_client.cpp)
 // registers the same type under the same name, and the server checks that the names match.
 struct Counter {
@@ -24,9 +26,38 @@ struct Counter {
   void fail() { throw std::logic_error("counter says no"); }
 };
 
+// A type made from constructor arguments (a factory), and a tree whose methods hand out
+// server-side objects (Python's method_to_typeid).
+struct Account {
+  std::string owner;
+  long balance = 0;
+  long deposit(long k) { return balance += k; }
+  std::string who() const { return owner; }
+};
+struct Node {
+  long value = 0;
+  long add(long k) { return value += k; }
+};
+struct Leaf {  // registered nowhere
+  int x = 0;
+};
+struct Tree {
+  std::vector<std::shared_ptr<Node>> nodes{std::make_shared<Node>(), std::make_shared<Node>()};
+  std::shared_ptr<Node> child(int i) { return i >= 0 && i < 2 ? nodes[static_cast<std::size_t>(i)] : nullptr; }
+  std::unique_ptr<Node> fresh(long v) { return std::make_unique<Node>(Node{v}); }
+  std::unique_ptr<Leaf> stray() { return std::make_unique<Leaf>(); }
+  long sum() const { return nodes[0]->value + nodes[1]->value; }
+};
+
+std::unique_ptr<Account> open_account(std::string owner, long start) {
+  if (start < 0) throw std::invalid_argument("a negative opening balance");
+  return std::make_unique<Account>(Account{std::move(owner), start});
+}
+
 namespace {
 
 using mproc::seconds;
+using mproc_test::settled_objects;
 
 class ManagerTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -47,17 +78,6 @@ std::vector<mproc::Process> start_n(const mproc::Context& ctx, int n, F f, A... 
   for (int i = 0; i < n; ++i) ps.push_back(ctx.Process(f, i, a...));
   for (auto& p : ps) p.start();
   return ps;
-}
-
-// The server drops a dead child's references when it notices its session closed, which is
-// soon but not synchronous with join(): wait (boundedly) for the count to settle.
-std::size_t settled_objects(const mproc::BaseManager& m, std::size_t want) {
-  std::size_t n = m.number_of_objects();
-  for (int i = 0; i < 3000 && n != want; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    n = m.number_of_objects();
-  }
-  return n;
 }
 
 int twice(int v) { return v * 2; }
@@ -257,6 +277,25 @@ TEST(ManagerBasics, ConditionWakesAWaiterInAnotherThread) {
   waiter.join();
 }
 
+TEST(ManagerBasics, DictAndNamespaceKeepInsertionOrderAsPythonsDict) {
+  auto m = mproc::Manager();
+  auto sut = m.dict<std::string, int>();
+  for (const char* k : {"zebra", "apple", "mango", "kiwi"}) sut.set(k, 1);
+  sut.set("apple", 2);  // an existing key keeps its place
+  sut.erase("zebra");
+  sut.set("zebra", 3);  // a deleted key comes back at the end
+  sut.update({{"fig", 4}, {"mango", 5}});
+  EXPECT_EQ(sut.keys(), (std::vector<std::string>{"apple", "mango", "kiwi", "zebra", "fig"}));
+  EXPECT_EQ(sut.values(), (std::vector<int>{2, 5, 1, 3, 4}));
+  EXPECT_EQ(sut.pop("mango"), 5);
+  EXPECT_EQ(sut.items(), (std::vector<std::pair<std::string, int>>{{"apple", 2}, {"kiwi", 1}, {"zebra", 3}, {"fig", 4}}));
+  auto ns = m.Namespace();
+  ns.set("y", 1);
+  ns.set("x", 2);
+  ns.set("y", 3);
+  EXPECT_EQ(ns.names(), (std::vector<std::string>{"y", "x"}));
+}
+
 TEST(ManagerBasics, ObjectsAreReleasedWithTheirLastProxy) {
   auto m = mproc::Manager();
   EXPECT_EQ(m.number_of_objects(), 0u);
@@ -336,6 +375,33 @@ TEST_P(ManagerTest, LockMakesReadModifyWriteSafe) {
   EXPECT_EQ(d.at(0), 300);
 }
 
+void rlock_and_semaphore_worker(int, mproc::AcquirerProxy rlock, mproc::AcquirerProxy sem, mproc::ValueProxy<int> a,
+                                mproc::ValueProxy<int> b, int n) {
+  for (int k = 0; k < n; ++k) {
+    {
+      std::lock_guard outer(rlock);
+      std::lock_guard inner(rlock);  // re-entrant
+      a.set(a.get() + 1);            // two steps, made safe by the RLock
+    }
+    std::lock_guard g(sem);  // Semaphore(1): a mutex too
+    b.set(b.get() + 1);
+  }
+}
+
+TEST_P(ManagerTest, RLockAndSemaphoreSharedByProcessesLoseNothing) {
+  auto m = manager();
+  auto rlock = m.RLock();
+  auto sem = m.Semaphore(1);
+  auto a = m.Value<int>(0);
+  auto b = m.Value<int>(0);
+  auto ps = start_n(ctx(), 3, rlock_and_semaphore_worker, rlock, sem, a, b, 100);
+  join_all(ps);
+  EXPECT_EQ(a.get(), 300);
+  EXPECT_EQ(b.get(), 300);
+  EXPECT_FALSE(rlock.locked());
+  EXPECT_EQ(sem.get_value(), 1);
+}
+
 void list_and_queue_worker(int i, mproc::ListProxy<int> l, mproc::QueueProxy<int> q, mproc::NamespaceProxy ns,
                            mproc::ArrayProxy<int> a) {
   l.append(i);
@@ -359,7 +425,10 @@ TEST_P(ManagerTest, ListQueueNamespaceArraySharedByProcesses) {
   auto items = l.tolist();
   std::sort(items.begin(), items.end());
   EXPECT_EQ(items, (std::vector<int>{0, 1, 2}));
-  EXPECT_EQ(ns.names().size(), 3u);
+  auto names = ns.names();
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"from0", "from1", "from2"}));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(ns.get<int>("from" + std::to_string(i)), i);
   EXPECT_EQ(a.tolist(), (std::vector<int>{5, 5, 5}));
 }
 
@@ -462,6 +531,85 @@ TEST(BaseManagerTest, RegisteredTypeIsCreatedAndCalledOnTheServer) {
   m.shutdown();
 }
 
+class RegisteredTypes : public ::testing::TestWithParam<std::string> {
+ protected:
+  mproc::BaseManager started() const {
+    mproc::BaseManager m({.ctx = mproc::get_context(GetParam())});
+    m.register_type<Account, &Account::deposit, &Account::who>("Account", open_account);
+    m.register_type<Account, &Account::deposit, &Account::who>("Joint", [](std::string a, std::string b) {
+      return Account{a + "&" + b, 0};
+    });
+    m.register_type<Node, &Node::add>("Node", [](long v) { return Node{v}; });
+    m.register_type<Tree, &Tree::child, &Tree::fresh, &Tree::stray, &Tree::sum>("Tree");
+    m.start();
+    return m;
+  }
+};
+
+TEST_P(RegisteredTypes, AFactoryMakesObjectsFromCreatesArguments) {
+  auto m = started();
+  auto sut = m.create<Account>("Account", "ann", 10L);
+  EXPECT_EQ(sut.call<&Account::who>(), "ann");
+  EXPECT_EQ(sut.call<&Account::deposit>(5), 15);
+  auto joint = m.create<Account>("Joint", std::string("bo"), "cy");
+  EXPECT_EQ(joint.call<&Account::who>(), "bo&cy");
+  EXPECT_EQ(m.create<Node>("Node", 4L).call<&Node::add>(1), 5);
+}
+
+TEST_P(RegisteredTypes, CreateWithWrongArgumentsOrAFailingFactoryIsAnErrorNamingTheCause) {
+  auto m = started();
+  try {
+    m.create<Account>("Account", "ann", 10);  // int, where the factory takes long
+    ADD_FAILURE() << "no error";
+  } catch (const mproc::TypeMismatchError& e) {
+    EXPECT_NE(std::string(e.what()).find("long"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(m.create<Account>("Account"), mproc::TypeMismatchError);
+  try {
+    m.create<Account>("Account", "ann", -1L);
+    ADD_FAILURE() << "no error";
+  } catch (const mproc::RemoteError& e) {
+    EXPECT_EQ(e.type(), "std::invalid_argument");
+    EXPECT_EQ(e.message(), "a negative opening balance");
+  }
+  EXPECT_EQ(m.number_of_objects(), 0u);  // nothing half-made stays behind
+}
+
+void add_to_node(int, mproc::Proxy<Node> node, long k) { node.call<&Node::add>(k); }
+
+TEST_P(RegisteredTypes, MethodsReturningObjectsGiveProxiesOfThemOnTheServer) {
+  auto m = started();
+  auto tree = m.create<Tree>("Tree");
+  {
+    mproc::Proxy<Node> first = tree.call<&Tree::child>(0);
+    ASSERT_TRUE(first);
+    EXPECT_EQ(first.call<&Node::add>(3), 3);
+    auto ps = start_n(mproc::get_context(GetParam()), 2, add_to_node, first, 10L);  // it travels like any proxy
+    join_all(ps);
+    EXPECT_EQ(tree.call<&Tree::sum>(), 23);  // the tree's own node changed: the same object
+    auto fresh = tree.call<&Tree::fresh>(7L);
+    EXPECT_EQ(fresh.call<&Node::add>(1), 8);
+    EXPECT_EQ(m.number_of_objects(), 3u);
+    EXPECT_FALSE(tree.call<&Tree::child>(5));  // nullptr: an empty proxy
+  }
+  EXPECT_EQ(settled_objects(m, 1), 1u);  // the returned objects went with their last proxies
+  EXPECT_EQ(tree.call<&Tree::sum>(), 23);  // the tree still holds its nodes
+}
+
+TEST_P(RegisteredTypes, AMethodReturningAnUnregisteredTypeIsAnError) {
+  auto m = started();
+  auto tree = m.create<Tree>("Tree");
+  try {
+    (void)tree.call<&Tree::stray>();
+    ADD_FAILURE() << "no error";
+  } catch (const mproc::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("Leaf"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("not registered"), std::string::npos) << e.what();
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(StartMethods, RegisteredTypes, ::testing::Values("fork", "spawn", "forkserver"));
+
 void counter_client(int, mproc::Proxy<Counter> c, int n) {
   for (int k = 0; k < n; ++k) c.call<&Counter::add>(1);
 }
@@ -510,16 +658,18 @@ class RemoteManager : public ::testing::TestWithParam<std::string> {};
 TEST_P(RemoteManager, SeparateProgramWithTheRightKeyUsesTheServerOverTcp) {
   mproc::SyncManager m({.address = mproc::connection::Address(GetParam(), 0), .authkey = std::string("remote-key")});
   m.register_type<Counter, &Counter::add, &Counter::get, &Counter::fail>("Counter");
+  m.register_type<Account, &Account::deposit, &Account::who>("Account", open_account);
   m.start();
   auto r = run_helper(m.address(), "remote-key");
   EXPECT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_EQ(r.out, "add 42\nupdate_with refused\ncounter 11\nlist 1\n");
+  EXPECT_EQ(r.out, "add 42\nupdate_with refused\ncounter 11\naccount remote 6\nlist 1\n");
   EXPECT_EQ(settled_objects(m, 0), 0u);  // the program ended: its objects went with it
 }
 
 TEST_P(RemoteManager, SeparateProgramWithAWrongKeyIsRefusedAndTheServerGoesOn) {
   mproc::SyncManager m({.address = mproc::connection::Address(GetParam(), 0), .authkey = std::string("remote-key")});
   m.register_type<Counter, &Counter::add, &Counter::get, &Counter::fail>("Counter");
+  m.register_type<Account, &Account::deposit, &Account::who>("Account", open_account);
   m.start();
   auto r = run_helper(m.address(), "not-the-key");
   EXPECT_EQ(r.exit_code, 3) << r.out;

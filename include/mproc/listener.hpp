@@ -96,7 +96,8 @@ class Listener {
 /// Python: multiprocessing.connection.Client(address, family, authkey). Connects and, with a
 /// key, proves it to the server and makes the server prove it back. Throws
 /// AuthenticationError when the server refuses the key, does not prove it holds it, asks for a
-/// key that was not given or gives none when one was; ConnectionError when nobody listens there.
+/// key that was not given or gives none when one was; ConnectionError when nobody listens there
+/// or the server hangs up before the handshake ends.
 Connection Client(const Address& address, std::optional<std::string> authkey = std::nullopt, Family family = Family::any);
 
 }  // namespace mproc::connection

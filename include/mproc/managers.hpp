@@ -47,33 +47,12 @@ class BaseProxy {
  protected:
   detail::mgr::ObjectRef& ref() const;
   template <class R = void, class... A>
-  R call_(std::string_view method, const A&... a) const {
-    return detail::mgr::call<R>(ref(), method, a...);
-  }
+  R call_(std::string_view method, const A&... a) const { return detail::mgr::call<R>(ref(), method, a...); }
+  template <class T>
+  static std::string blob(const T& v) { return detail::mgr::blob(v); }
+  static double wire(std::optional<seconds> timeout) { return timeout ? timeout->count() : -1.0; }
   std::shared_ptr<detail::mgr::ObjectRef> ref_;
 };
-
-namespace detail::mgr {
-template <class T>
-std::string blob(const T& v) {
-  std::string s;
-  encode(s, v);
-  return s;
-}
-template <class T>
-std::optional<T> decode_optional(const Payload& b);
-template <class T>
-std::vector<T> decode_list(const Payload& b);
-template <class T>
-std::vector<std::optional<T>> decode_optional_list(const Payload& b);
-template <class K, class V>
-std::vector<std::pair<K, V>> decode_items(const Payload& b);
-template <class T>
-T add_result(BaseProxy&, const Payload& b) {
-  return decode<T>(b.data(), b.size());
-}
-[[noreturn]] void throw_not_arithmetic();
-}  // namespace detail::mgr
 
 /// Python: DictProxy (manager.dict()). Keys are compared by their serialised bytes.
 /// Atomic (one step on the server, under the object's lock): every single call, including
@@ -85,17 +64,17 @@ class DictProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
   /// Python: d[k] = v.
-  void set(const K& k, const V& v) { call_("set", detail::mgr::blob(k), detail::mgr::blob(v)); }
+  void set(const K& k, const V& v) { call_("set", blob(k), blob(v)); }
   /// Python: d[k]. Throws KeyError.
-  V at(const K& k) const { return detail::mgr::as<V>(call_<detail::mgr::Payload>("get", detail::mgr::blob(k))); }
+  V at(const K& k) const { return call_<V>("get", blob(k)); }
   /// Python: d.get(k) / d.get(k, default).
   std::optional<V> get(const K& k) const;
   V get(const K& k, const V& fallback) const { return get(k).value_or(fallback); }
-  bool contains(const K& k) const { return call_<bool>("contains", detail::mgr::blob(k)); }
+  bool contains(const K& k) const { return call_<bool>("contains", blob(k)); }
   /// Python: len(d).
   std::size_t size() const { return call_<std::uint64_t>("len"); }
   /// Python: del d[k]. Throws KeyError.
-  void erase(const K& k) { call_("del", detail::mgr::blob(k)); }
+  void erase(const K& k) { call_("del", blob(k)); }
   /// Python: d.pop(k) (KeyError), d.pop(k, default).
   V pop(const K& k);
   V pop(const K& k, const V& fallback);
@@ -127,17 +106,17 @@ template <class T>
 class ListProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  void append(const T& v) { call_("append", detail::mgr::blob(v)); }
+  void append(const T& v) { call_("append", blob(v)); }
   void extend(const std::vector<T>& vs);
-  T at(std::int64_t i) const { return detail::mgr::as<T>(call_<detail::mgr::Payload>("get", i)); }
-  void set(std::int64_t i, const T& v) { call_("set", i, detail::mgr::blob(v)); }
-  void insert(std::int64_t i, const T& v) { call_("insert", i, detail::mgr::blob(v)); }
-  T pop(std::int64_t i = -1) { return detail::mgr::as<T>(call_<detail::mgr::Payload>("pop", i)); }
+  T at(std::int64_t i) const { return call_<T>("get", i); }
+  void set(std::int64_t i, const T& v) { call_("set", i, blob(v)); }
+  void insert(std::int64_t i, const T& v) { call_("insert", i, blob(v)); }
+  T pop(std::int64_t i = -1) { return call_<T>("pop", i); }
   void erase(std::int64_t i) { call_("del", i); }
   /// Python: l.remove(v) (ValueError when absent), l.index(v), l.count(v).
-  void remove(const T& v) { call_("remove", detail::mgr::blob(v)); }
-  std::size_t index(const T& v) const { return call_<std::uint64_t>("index", detail::mgr::blob(v)); }
-  std::size_t count(const T& v) const { return call_<std::uint64_t>("count", detail::mgr::blob(v)); }
+  void remove(const T& v) { call_("remove", blob(v)); }
+  std::size_t index(const T& v) const { return call_<std::uint64_t>("index", blob(v)); }
+  std::size_t count(const T& v) const { return call_<std::uint64_t>("count", blob(v)); }
   std::size_t size() const { return call_<std::uint64_t>("len"); }
   void clear() { call_("clear"); }
   /// Python: list(l) / l[:]: every item, in one round trip.
@@ -153,14 +132,10 @@ class NamespaceProxy : public BaseProxy {
   using BaseProxy::BaseProxy;
   /// Python: ns.name = v.
   template <class T>
-  void set(const std::string& name, const T& v) {
-    call_("set", name, detail::type_fingerprint<T>(), detail::mgr::blob(v));
-  }
+  void set(const std::string& name, const T& v) { call_("set", name, detail::type_fingerprint<T>(), blob(v)); }
   /// Python: ns.name. KeyError when there is none, TypeMismatchError when it holds another type.
   template <class T>
-  T get(const std::string& name) const {
-    return detail::mgr::as<T>(call_<detail::mgr::Payload>("get", name, detail::type_fingerprint<T>()));
-  }
+  T get(const std::string& name) const { return call_<T>("get", name, detail::type_fingerprint<T>()); }
   bool has(const std::string& name) const { return call_<bool>("has", name); }
   void erase(const std::string& name) { call_("del", name); }
   std::vector<std::string> names() const { return call_<std::vector<std::string>>("names"); }
@@ -171,8 +146,8 @@ template <class T>
 class ValueProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  T get() const { return detail::mgr::as<T>(call_<detail::mgr::Payload>("get")); }
-  void set(const T& v) { call_("set", detail::mgr::blob(v)); }
+  T get() const { return call_<T>("get"); }
+  void set(const T& v) { call_("set", blob(v)); }
   T add(T delta);
   template <class F>
   T update_with(F f);
@@ -183,8 +158,8 @@ template <class T>
 class ArrayProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  T at(std::int64_t i) const { return detail::mgr::as<T>(call_<detail::mgr::Payload>("get", i)); }
-  void set(std::int64_t i, const T& v) { call_("set", i, detail::mgr::blob(v)); }
+  T at(std::int64_t i) const { return call_<T>("get", i); }
+  void set(std::int64_t i, const T& v) { call_("set", i, blob(v)); }
   std::size_t size() const { return call_<std::uint64_t>("len"); }
   std::vector<T> tolist() const;
   /// Replaces every element (the length must not change).
@@ -198,12 +173,8 @@ template <class T>
 class QueueProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  void put(const T& v, bool block = true, std::optional<seconds> timeout = std::nullopt) {
-    call_("put", detail::mgr::blob(v), block, timeout ? timeout->count() : -1.0);
-  }
-  T get(bool block = true, std::optional<seconds> timeout = std::nullopt) {
-    return detail::mgr::as<T>(call_<detail::mgr::Payload>("get", block, timeout ? timeout->count() : -1.0));
-  }
+  void put(const T& v, bool block = true, std::optional<seconds> timeout = {}) { call_("put", blob(v), block, wire(timeout)); }
+  T get(bool block = true, std::optional<seconds> timeout = {}) { return call_<T>("get", block, wire(timeout)); }
   void put_nowait(const T& v) { put(v, false); }
   T get_nowait() { return get(false); }
   std::size_t qsize() const { return call_<std::uint64_t>("qsize"); }
@@ -222,9 +193,7 @@ using JoinableQueueProxy = QueueProxy<T>;
 class AcquirerProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  bool acquire(bool blocking = true, std::optional<seconds> timeout = std::nullopt) {
-    return call_<bool>("acquire", blocking, timeout ? timeout->count() : -1.0);
-  }
+  bool acquire(bool blocking = true, std::optional<seconds> timeout = {}) { return call_<bool>("acquire", blocking, wire(timeout)); }
   void release() { call_("release"); }
   /// Lock/RLock: whether someone holds it. Semaphores: whether the value is 0.
   bool locked() const { return call_<bool>("locked"); }
@@ -242,7 +211,7 @@ class ConditionProxy : public AcquirerProxy {
   using AcquirerProxy::AcquirerProxy;
   /// Releases the lock, waits for a notify (or the timeout), takes the lock back. True unless
   /// it timed out. RuntimeError when this thread does not hold the lock.
-  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", timeout ? timeout->count() : -1.0); }
+  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", wire(timeout)); }
   /// Python's wait_for: predicate() is evaluated here, under the lock.
   template <class P>
   bool wait_for(P predicate, std::optional<seconds> timeout = std::nullopt);
@@ -257,7 +226,7 @@ class EventProxy : public BaseProxy {
   void set() { call_("set"); }
   void clear() { call_("clear"); }
   bool is_set() const { return call_<bool>("is_set"); }
-  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", timeout ? timeout->count() : -1.0); }
+  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", wire(timeout)); }
 };
 
 /// Python: BarrierProxy (manager.Barrier(parties, timeout)). A party whose process dies while
@@ -265,9 +234,7 @@ class EventProxy : public BaseProxy {
 class BarrierProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  std::int64_t wait(std::optional<seconds> timeout = std::nullopt) {
-    return call_<std::int64_t>("wait", timeout ? timeout->count() : -1.0);
-  }
+  std::int64_t wait(std::optional<seconds> timeout = std::nullopt) { return call_<std::int64_t>("wait", wire(timeout)); }
   void abort() { call_("abort"); }
   void reset() { call_("reset"); }
   std::int64_t parties() const { return call_<std::int64_t>("parties"); }
@@ -278,26 +245,17 @@ class BarrierProxy : public BaseProxy {
 /// A proxy of a registered type T (Python: AutoProxy). Call its registered methods by member
 /// pointer; arguments convert to the method's parameter types, the server checks the
 /// signature. Each call runs on the server under the object's lock, so methods are atomic.
+/// A method that returns std::shared_ptr<U> or std::unique_ptr<U> leaves the U on the server
+/// and gives a Proxy<U> (empty for nullptr; Python's method_to_typeid): U must be registered.
 ///
 ///     int n = counter.call<&Counter::add>(5);
+///     mproc::Proxy<Node> child = tree.call<&Tree::child>(0);
 template <class T>
 class Proxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
   template <auto M, class... A>
-  auto call(A&&... a) {
-    using traits = detail::mgr::member_traits<decltype(M)>;
-    using R = std::decay_t<typename traits::result>;
-    typename traits::args args(std::forward<A>(a)...);
-    std::string req = detail::mgr::begin_call(ref(), detail::mgr::method_name<M>());
-    {
-      detail::OutArchive ar(req);
-      ar(detail::type_fingerprint<decltype(M)>());
-      std::apply([&](const auto&... x) { (detail::save_value(ar, x), ...); }, args);
-    }
-    detail::mgr::Payload b = detail::mgr::finish_call(ref(), req, detail::mgr::method_name<M>());
-    return detail::mgr::decode_reply<R>(b);
-  }
+  auto call(A&&... a);
 };
 
 class Server;
@@ -327,20 +285,24 @@ class BaseManager {
   /// Shuts down a server this manager started.
   virtual ~BaseManager();
 
-  /// Python: BaseManager.register(typeid, callable): objects of T are made (default-constructed)
-  /// by create<T>(typeid); its methods Ms are callable through Proxy<T>::call. Register before
-  /// start() or get_server(), in the server's program; a client program registers the same
-  /// types to create them by name.
+  /// Python: BaseManager.register(typeid, callable): create<T>(typeid, args...) makes a T on
+  /// the server, default-constructed, or by `factory` (a plain function or captureless lambda
+  /// taking create()'s arguments and returning T, std::unique_ptr<T> or std::shared_ptr<T>);
+  /// the methods Ms are callable through Proxy<T>::call. Register before start() or
+  /// get_server(), in the server's program; a client program need not register anything.
+  ///
+  ///     m.register_type<Counter, &Counter::add>("Counter", [](long start) { return Counter{start}; });
+  ///     auto c = m.create<Counter>("Counter", 10L);
   template <class T, auto... Ms>
-  void register_type(const std::string& typeid_) {
-    add_registration(typeid_, detail::type_fingerprint<T>(), detail::mgr::type_ops_ref<T, Ms...>(),
-                     &detail::mgr::type_ops<T, Ms...>);
-  }
+  void register_type(const std::string& typeid_);
+  template <class T, auto... Ms, class F>
+  void register_type(const std::string& typeid_, F factory);
   /// Starts the server in a new process (Python: start()); waits until it listens.
   void start();
   /// Python: connect(): uses a server someone else started at options.address.
   void connect();
-  /// Python: shutdown(): stops a server this manager started. Proxies then throw ConnectionError.
+  /// Python: shutdown(): stops a server this manager started (a connected manager just lets
+  /// go of it). Proxies then throw ConnectionError.
   void shutdown();
   /// Python: get_server(): a server in this process, listening already; serve_forever() runs it.
   Server get_server();
@@ -350,15 +312,16 @@ class BaseManager {
   /// Python: _number_of_objects(): objects the server holds now (for leak checks).
   std::size_t number_of_objects() const;
 
-  /// Python: manager.Typeid(): a new object of a registered type.
-  template <class T>
-  Proxy<T> create(const std::string& typeid_) {
-    return Proxy<T>(create_ref(typeid_, detail::type_fingerprint<T>(), {}));
-  }
+  /// Python: manager.Typeid(*args): a new object of a registered type. The arguments must have
+  /// exactly the types of the factory's parameters (a string literal passes as std::string),
+  /// else TypeMismatchError; an exception thrown by the factory is a RemoteError.
+  template <class T, class... A>
+  Proxy<T> create(const std::string& typeid_, A&&... args);
 
  protected:
   std::shared_ptr<detail::mgr::ObjectRef> create_ref(std::string_view typeid_, std::uint64_t type, const std::string& args);
-  void add_registration(const std::string& name, std::uint64_t type, detail::CodeRef ref, detail::mgr::TypeOpsFn local);
+  void add_registration(const std::string& name, std::uint64_t type, detail::CodeRef ref, detail::mgr::TypeOpsFn local,
+                        std::string factory);
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
@@ -398,8 +361,8 @@ class Server {
  public:
   Server(Server&&) noexcept;
   ~Server();
-  /// Serves clients until a client calls shutdown() (BaseManager::shutdown, or a connected
-  /// manager's), then stops every connection and returns.
+  /// Serves clients until stop() or a shutdown request (which the shutdown() of a manager
+  /// that start()ed a server sends), then ends every connection and returns.
   void serve_forever();
   /// Makes serve_forever() return (from another thread), as a shutdown request does.
   void stop();

@@ -216,10 +216,10 @@ std::string begin_call(const ObjectRef& ref, std::string_view method) {
   return req;
 }
 
-Payload finish_call(ObjectRef& ref, std::string& request, std::string_view method) {
-  int pid = current_pid();
-  if (ref.ref_pid != pid) take_ref(ref, pid);  // a proxy inherited through fork
-  Endpoint& ep = *ref.endpoint;
+namespace {
+
+// One request on the calling thread's connection.
+Payload thread_request(Endpoint& ep, int pid, const std::string& request, std::string_view method) {
   Connection& c = call_connection(ep, pid);
   Payload p;
   try {
@@ -230,6 +230,28 @@ Payload finish_call(ObjectRef& ref, std::string& request, std::string_view metho
     server_gone(ep, method, e);
   }
   return checked(std::move(p), method, ep);
+}
+
+}  // namespace
+
+Payload finish_call(ObjectRef& ref, std::string& request, std::string_view method) {
+  int pid = current_pid();
+  if (ref.ref_pid != pid) take_ref(ref, pid);  // a proxy inherited through fork
+  return thread_request(*ref.endpoint, pid, request, method);
+}
+
+std::shared_ptr<ObjectRef> adopt_returned(ObjectRef& parent, std::uint64_t id, std::uint64_t type) {
+  auto ref = std::make_shared<ObjectRef>();
+  ref->endpoint = parent.endpoint;
+  ref->id = id;
+  ref->type = type;
+  // Python's '#PROXY' reply: the proxy takes a reference of its own (on the session, which
+  // outlives this thread), then the one the call left on the thread's connection goes.
+  int pid = current_pid();
+  session_request(*ref->endpoint, ref_request(Op::incref, id), "incref");
+  ref->ref_pid = pid;
+  thread_request(*ref->endpoint, pid, ref_request(Op::decref, id), "decref");
+  return ref;
 }
 
 std::shared_ptr<ObjectRef> create(const std::shared_ptr<Endpoint>& ep, std::string_view typeid_, std::uint64_t type,
@@ -284,7 +306,9 @@ void throw_signature_mismatch(std::string_view method) {
   throw TypeMismatchError("method '" + std::string(method) +
                           "' has another signature on the manager server than in this program");
 }
-void throw_not_arithmetic() { throw ValueError("add() needs an arithmetic type"); }
+void throw_null_object(std::string_view type) {
+  throw ValueError("the factory of " + std::string(type) + " returned no object (a null pointer)");
+}
 
 // Used by BaseManager.
 Payload plain_request(const std::shared_ptr<Endpoint>& ep, Op op) {

@@ -24,6 +24,7 @@ struct BaseManager::Impl {
     std::uint64_t type;
     detail::CodeRef ref;
     detail::mgr::TypeOpsFn local;
+    std::string factory;  // its code identity (save_target), empty when there is none to send
   };
   std::vector<Registration> registrations;
   std::optional<Process> process;
@@ -63,15 +64,15 @@ BaseManager::~BaseManager() {
 }
 
 void BaseManager::add_registration(const std::string& name, std::uint64_t type, detail::CodeRef ref,
-                                   detail::mgr::TypeOpsFn local) {
+                                   detail::mgr::TypeOpsFn local, std::string factory) {
   if (impl_->process) throw ProcessError("register_type() after start(): the server would not know '" + name + "'");
-  impl_->registrations.push_back({name, type, ref, local});
+  impl_->registrations.push_back({name, type, ref, local, std::move(factory)});
 }
 
 void BaseManager::start() {
   if (impl_->process || impl_->endpoint) throw ProcessError("this manager was started or connected already");
   detail::mgr::ServerConfig config{impl_->address, impl_->authkey, {}};
-  for (const auto& r : impl_->registrations) config.registry.emplace_back(r.name, r.ref);
+  for (const auto& r : impl_->registrations) config.registry.emplace_back(r.name, r.ref, r.factory);
   auto [reader, writer] = Pipe(false);
   // A daemon: it ends with the program even when nobody calls shutdown().
   Process p(ProcessOptions{.name = "SyncManager", .daemon = true, .context = impl_->options.ctx},
@@ -133,7 +134,7 @@ void BaseManager::shutdown() {
 
 Server BaseManager::get_server() {
   detail::mgr::Registry registry;
-  for (const auto& r : impl_->registrations) registry.emplace(r.name, r.local());
+  for (const auto& r : impl_->registrations) registry.emplace(r.name, detail::mgr::RegisteredType{r.local(), r.factory});
   auto impl = std::make_unique<Server::Impl>();
   impl->core = std::make_unique<detail::mgr::ServerCore>(impl_->address, impl_->authkey, std::move(registry));
   return Server(std::move(impl));

@@ -7,6 +7,7 @@
 
 #include <cstring>
 #include <deque>
+#include <list>
 #include <typeinfo>
 #include <unordered_map>
 #include <vector>
@@ -32,6 +33,8 @@ void run_user_code(F f) {
   try {
     f();
   } catch (const Error&) {
+    throw;
+  } catch (const Reply&) {
     throw;
   } catch (const std::exception& e) {
     throw Reply{Err::remote, demangled(typeid(e)) + ": " + e.what()};
@@ -124,6 +127,55 @@ void put_count(std::string& out, std::size_t n) {
 
 // ------------------------------------------------------------------------------------- dict
 
+// Python's dict keeps insertion order: keys(), values() and items() list keys in the order
+// they were first set; setting an existing key keeps its place, deleting one forgets it. A list
+// holds the entries in that order, a hash index points into it (its keys are views of the
+// list's, which never move).
+template <class V>
+class OrderedMap {
+ public:
+  using List = std::list<std::pair<std::string, V>>;
+  using iterator = typename List::iterator;
+
+  iterator begin() { return entries_.begin(); }
+  iterator end() { return entries_.end(); }
+  std::size_t size() const { return entries_.size(); }
+  std::size_t count(std::string_view k) const { return index_.count(k); }
+  iterator find(std::string_view k) {
+    auto it = index_.find(k);
+    return it == index_.end() ? entries_.end() : it->second;
+  }
+  std::pair<iterator, bool> try_emplace(std::string k, V v) {
+    if (auto it = find(k); it != end()) return {it, false};
+    entries_.emplace_back(std::move(k), std::move(v));
+    auto last = std::prev(entries_.end());
+    index_.emplace(last->first, last);
+    return {last, true};
+  }
+  void insert_or_assign(std::string k, V v) {
+    auto [it, inserted] = try_emplace(std::move(k), V{});
+    it->second = std::move(v);
+  }
+  void erase(iterator it) {
+    index_.erase(it->first);
+    entries_.erase(it);
+  }
+  std::size_t erase(std::string_view k) {
+    auto it = find(k);
+    if (it == end()) return 0;
+    erase(it);
+    return 1;
+  }
+  void clear() {
+    index_.clear();
+    entries_.clear();
+  }
+
+ private:
+  List entries_;
+  std::unordered_map<std::string_view, iterator> index_;
+};
+
 class Dict final : public Object {
  public:
   void call(std::string_view m, InArchive& in, std::string& out, CallCtx&) override {
@@ -209,7 +261,7 @@ class Dict final : public Object {
 
  private:
   std::mutex mu_;
-  std::unordered_map<std::string, std::string> map_;
+  OrderedMap<std::string> map_;
 };
 
 // ------------------------------------------------------------------------------------- list
@@ -346,7 +398,7 @@ class Namespace final : public Object {
 
  private:
   std::mutex mu_;
-  std::unordered_map<std::string, std::pair<std::uint64_t, std::string>> attrs_;
+  OrderedMap<std::pair<std::uint64_t, std::string>> attrs_;
 };
 
 class Value final : public Object {
@@ -441,13 +493,12 @@ class Array final : public Object {
 
 class Registered final : public Object {
  public:
-  explicit Registered(const TypeOps* ops) : ops_(ops), obj_(ops->create()) {}
-  ~Registered() override { ops_->destroy(obj_); }
-  void call(std::string_view m, InArchive& in, std::string& out, CallCtx&) override {
+  Registered(const TypeOps* ops, std::shared_ptr<void> obj) : ops_(ops), obj_(std::move(obj)) {}
+  void call(std::string_view m, InArchive& in, std::string& out, CallCtx& ctx) override {
     for (const auto& [name, fn] : ops_->methods)
       if (name == m) {
         std::lock_guard lk(mu_);
-        run_user_code([&] { fn(obj_, in, out); });
+        run_user_code([&] { fn(obj_.get(), in, out, *ctx.sink); });
         return;
       }
     unknown_method(ops_->name, m);
@@ -456,7 +507,7 @@ class Registered final : public Object {
  private:
   std::mutex mu_;
   const TypeOps* ops_;
-  void* obj_;
+  std::shared_ptr<void> obj_;
 };
 
 }  // namespace
@@ -483,6 +534,14 @@ std::shared_ptr<Object> make_builtin(std::string_view t, InArchive& args, const 
   return obj;
 }
 
-std::shared_ptr<Object> make_registered(const TypeOps* ops) { return std::make_shared<Registered>(ops); }
+std::shared_ptr<void> run_factory(const TypeOps& ops, InArchive& factory, InArchive& args) {
+  std::shared_ptr<void> obj;
+  run_user_code([&] { obj = ops.create(factory, args); });
+  return obj;
+}
+
+std::shared_ptr<Object> make_registered(const TypeOps* ops, std::shared_ptr<void> obj) {
+  return std::make_shared<Registered>(ops, std::move(obj));
+}
 
 }  // namespace mproc::detail::mgr

@@ -39,8 +39,13 @@ struct CallCtx {
   /// Set by a call whose effect must be undone when its reply cannot be delivered (an item
   /// taken from a queue by a client that died meanwhile goes back).
   std::function<void()> undo;
+  /// Where a registered method's returned object goes (set by the dispatcher).
+  ObjectSink* sink = nullptr;
 
+  /// True when the client left (or the server stops), and when there is no client at all (no
+  /// socket: the dispatcher fed directly), whom a blocking call could never answer.
   bool client_gone() const {
+    if (fd < 0) return true;
     if (stopping && stopping->load(std::memory_order_relaxed)) return true;
     pollfd p{fd, POLLRDHUP, 0};
     return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
@@ -87,8 +92,11 @@ using Lookup = std::function<std::shared_ptr<Object>(std::uint64_t id)>;
 /// Semaphore, BoundedSemaphore, Condition, Event, Barrier) from its constructor's arguments;
 /// nullptr for another typeid.
 std::shared_ptr<Object> make_builtin(std::string_view typeid_, InArchive& args, const Lookup& lookup);
-/// An object of a registered type.
-std::shared_ptr<Object> make_registered(const TypeOps* ops);
+/// A registered type's object from its factory and create()'s arguments; an exception thrown
+/// by the factory comes back as the client's RemoteError.
+std::shared_ptr<void> run_factory(const TypeOps& ops, InArchive& factory, InArchive& args);
+/// The server object that serves `obj` (made by run_factory, or returned by a method).
+std::shared_ptr<Object> make_registered(const TypeOps* ops, std::shared_ptr<void> obj);
 
 [[noreturn]] void unknown_method(std::string_view kind, std::string_view method);
 

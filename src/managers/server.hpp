@@ -3,29 +3,27 @@
 #pragma once
 
 #include <atomic>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
-#include <unordered_map>
+#include <tuple>
 #include <vector>
 
-#include "managers/objects.hpp"
+#include "managers/dispatch.hpp"
 #include "mproc/listener.hpp"
 #include "os/fd.hpp"
 
 namespace mproc::detail::mgr {
 
-using Registry = std::map<std::string, const TypeOps*, std::less<>>;
-
 /// What start() hands to the server process: where to listen, the key, the registered types
-/// as code identities (the server resolves them in its own copy of the binary).
+/// as code identities (the server resolves them in its own copy of the binary): name, type
+/// operations, factory.
 struct ServerConfig {
   connection::Address address;
   std::string authkey;
-  std::vector<std::pair<std::string, CodeRef>> registry;
+  std::vector<std::tuple<std::string, CodeRef, std::string>> registry;
   template <class A>
   void serialize(A& a) {
     a(address, authkey, registry);
@@ -45,28 +43,16 @@ class ServerCore {
  private:
   struct Client;
   void serve_client(std::shared_ptr<Client> client);
-  void handle(const Payload& request, std::string& out, CallCtx& ctx, Client& client, bool& shutdown);
-  std::shared_ptr<Object> lookup(std::uint64_t id);
-  void decref(std::uint64_t id);
   void reap_finished();
 
   connection::Address address_;
   std::optional<std::string> authkey_;
-  Registry registry_;
+  Dispatcher dispatcher_;
   os::Fd listener_, wake_;
   std::atomic<bool> stopping_{false};
 
-  std::mutex table_mu_;
-  struct Entry {
-    std::shared_ptr<Object> obj;
-    std::uint64_t refs = 0;
-  };
-  std::unordered_map<std::uint64_t, Entry> objects_;
-  std::uint64_t next_id_ = 1;
-
   std::mutex clients_mu_;
   std::vector<std::shared_ptr<Client>> clients_;
-  std::uint64_t next_conn_ = 1;
 };
 
 /// The server process's main (started by BaseManager::start): listens, reports its address on

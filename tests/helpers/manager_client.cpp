@@ -8,12 +8,20 @@
 #include <cstdlib>
 #include <string>
 
-// The same type, registered under the same name, as the server's program (tests/test_managers.cpp).
+// The same types as the server's program (tests/test_managers.cpp): the server checks their names
+// and their methods' signatures.
 struct Counter {
   long n = 0;
   long add(long k) { return n += k; }
   long get() const { return n; }
   void fail() { throw std::logic_error("counter says no"); }
+};
+
+struct Account {
+  std::string owner;
+  long balance = 0;
+  long deposit(long k) { return balance += k; }
+  std::string who() const { return owner; }
 };
 
 int plus_one(int v) { return v + 1; }
@@ -27,8 +35,7 @@ int main(int argc, char** argv) {
   mproc::connection::Address address(argv[1], std::atoi(argv[2]));
   try {
     mproc::SyncManager m({.address = address, .authkey = std::string(argv[3])});
-    m.register_type<Counter, &Counter::add, &Counter::get, &Counter::fail>("Counter");
-    m.connect();
+    m.connect();  // nothing to register: create() names the type, the server made the registrations
     auto d = m.dict<std::string, int>();
     d.set("x", 1);
     std::printf("add %d\n", d.add("x", 41));
@@ -41,6 +48,8 @@ int main(int argc, char** argv) {
     auto c = m.create<Counter>("Counter");
     c.call<&Counter::add>(5);
     std::printf("counter %ld\n", c.call<&Counter::add>(6));
+    auto a = m.create<Account>("Account", "remote", 5L);  // the server's factory, our arguments
+    std::printf("account %s %ld\n", a.call<&Account::who>().c_str(), a.call<&Account::deposit>(1));
     auto shared = m.list<std::string>();
     shared.append("from the helper");
     std::printf("list %zu\n", shared.size());

@@ -9,71 +9,6 @@
 namespace mproc {
 namespace detail::mgr {
 
-// Replies that hold many values are a count, then each value's encoding (each one is
-// self-delimiting once its type is known, which only the client knows).
-template <class T>
-std::optional<T> decode_optional(const Payload& b) {
-  InArchive ar(b.data(), b.size());
-  std::uint8_t present = 0;
-  ar(present);
-  if (!present) return std::nullopt;
-  T v{};
-  load_value(ar, v);
-  return v;
-}
-
-template <class T>
-std::vector<T> decode_list(const Payload& b) {
-  InArchive ar(b.data(), b.size());
-  std::uint64_t n = 0;
-  ar(cereal::make_size_tag(n));
-  std::vector<T> out;
-  out.reserve(static_cast<std::size_t>(n));
-  for (std::uint64_t i = 0; i < n; ++i) {
-    T v{};
-    load_value(ar, v);
-    out.push_back(std::move(v));
-  }
-  return out;
-}
-
-template <class T>
-std::vector<std::optional<T>> decode_optional_list(const Payload& b) {
-  InArchive ar(b.data(), b.size());
-  std::uint64_t n = 0;
-  ar(cereal::make_size_tag(n));
-  std::vector<std::optional<T>> out;
-  out.reserve(static_cast<std::size_t>(n));
-  for (std::uint64_t i = 0; i < n; ++i) {
-    std::uint8_t present = 0;
-    ar(present);
-    if (present) {
-      T v{};
-      load_value(ar, v);
-      out.emplace_back(std::move(v));
-    } else {
-      out.emplace_back();
-    }
-  }
-  return out;
-}
-
-template <class K, class V>
-std::vector<std::pair<K, V>> decode_items(const Payload& b) {
-  InArchive ar(b.data(), b.size());
-  std::uint64_t n = 0;
-  ar(cereal::make_size_tag(n));
-  std::vector<std::pair<K, V>> out;
-  out.reserve(static_cast<std::size_t>(n));
-  for (std::uint64_t i = 0; i < n; ++i) {
-    std::pair<K, V> kv{};
-    load_value(ar, kv.first);
-    load_value(ar, kv.second);
-    out.push_back(std::move(kv));
-  }
-  return out;
-}
-
 /// The delta of an add(): the arithmetic kind, then the value widened to 8 bytes.
 template <class T>
 std::pair<std::uint8_t, std::string> delta_of(T delta) {
@@ -202,6 +137,59 @@ template <class T>
 T ArrayProxy<T>::add(std::int64_t i, T delta) {
   auto [code, d] = detail::mgr::delta_of(delta);
   return detail::mgr::as<T>(call_<detail::mgr::Payload>("add", i, code, d));
+}
+
+// ------------------------------------------------------------------------------ Proxy<T>
+
+template <class T>
+template <auto M, class... A>
+auto Proxy<T>::call(A&&... a) {
+  using traits = detail::mgr::member_traits<decltype(M)>;
+  using R = std::decay_t<typename traits::result>;
+  typename traits::args args(std::forward<A>(a)...);
+  std::string req = detail::mgr::begin_call(ref(), detail::mgr::method_name<M>());
+  {
+    detail::OutArchive ar(req);
+    ar(detail::type_fingerprint<decltype(M)>());
+    std::apply([&](const auto&... x) { (detail::save_value(ar, x), ...); }, args);
+  }
+  detail::mgr::Payload b = detail::mgr::finish_call(ref(), req, detail::mgr::method_name<M>());
+  if constexpr (detail::mgr::served_object<R>::value) {
+    using U = typename detail::mgr::served_object<R>::type;
+    auto id = detail::mgr::decode_reply<std::uint64_t>(b);
+    if (id == 0) return Proxy<U>();
+    return Proxy<U>(detail::mgr::adopt_returned(ref(), id, detail::type_fingerprint<U>()));
+  } else {
+    return detail::mgr::decode_reply<R>(b);
+  }
+}
+
+// ------------------------------------------------------------------------------ BaseManager
+
+template <class T, auto... Ms>
+void BaseManager::register_type(const std::string& typeid_) {
+  detail::mgr::check_factory<T, void>();
+  add_registration(typeid_, detail::type_fingerprint<T>(), detail::mgr::type_ops_ref<T, void, Ms...>(),
+                   &detail::mgr::type_ops<T, void, Ms...>, {});
+}
+
+template <class T, auto... Ms, class F>
+void BaseManager::register_type(const std::string& typeid_, F factory) {
+  detail::mgr::check_factory<T, F>();
+  std::string identity;
+  detail::OutArchive ar(identity);
+  detail::save_target(ar, factory);
+  add_registration(typeid_, detail::type_fingerprint<T>(), detail::mgr::type_ops_ref<T, F, Ms...>(),
+                   &detail::mgr::type_ops<T, F, Ms...>, std::move(identity));
+}
+
+template <class T, class... A>
+Proxy<T> BaseManager::create(const std::string& typeid_, A&&... args) {
+  std::string encoded;
+  detail::OutArchive ar(encoded);
+  ar(detail::type_fingerprint<std::tuple<detail::mgr::create_arg_t<A>...>>());
+  (detail::save_value(ar, detail::mgr::create_arg_t<A>(std::forward<A>(args))), ...);
+  return Proxy<T>(create_ref(typeid_, detail::type_fingerprint<T>(), encoded));
 }
 
 // ------------------------------------------------------------------------------ Condition
