@@ -82,8 +82,10 @@ Process::Process(ProcessOptions options, detail::Task task) : impl_(std::make_sh
   }
   if (options.name.empty()) {
     impl_->name = "Process-";
-    for (std::size_t i = 0; i < impl_->identity.size(); ++i)
-      impl_->name += (i ? ":" : "") + std::to_string(impl_->identity[i]);
+    for (std::size_t i = 0; i < impl_->identity.size(); ++i) {
+      if (i) impl_->name += ':';  // appended piece by piece: GCC 12 warns falsely (-Wrestrict) on "a" + b
+      impl_->name += std::to_string(impl_->identity[i]);
+    }
   } else {
     impl_->name = std::move(options.name);
   }

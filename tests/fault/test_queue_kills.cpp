@@ -78,6 +78,12 @@ void produce_counted(mproc::Queue<int> q, int first, int n, mproc::RawValue<int>
   }
 }
 
+// The same, then waits to be killed: the test's kill must find it alive, even when it was fast.
+void produce_counted_then_wait(mproc::Queue<int> q, int first, int n, mproc::RawValue<int> progress) {
+  produce_counted(q, first, n, progress);
+  for (;;) ::pause();
+}
+
 // Takes ints until -1, counting each in seen (a duplicate shows as 2) and in taken.
 void consume_counting(mproc::Queue<int> q, mproc::RawArray<int> seen, mproc::RawValue<int> taken) {
   for (;;) {
@@ -173,7 +179,8 @@ TEST_P(QueueKillTest, ProducerKilledMidRunOthersItemsArriveExactlyOnceAndItsOwnA
   std::vector<mproc::Process> consumers, producers;
   for (int c = 0; c < 2; ++c) consumers.push_back(ctx().Process(consume_counting, sut, seen, taken));
   for (int p = 0; p < 3; ++p)
-    producers.push_back(ctx().Process(produce_counted, sut, p * kPer, kPer, progress[static_cast<std::size_t>(p)]));
+    producers.push_back(ctx().Process(p == 2 ? produce_counted_then_wait : produce_counted, sut, p * kPer, kPer,
+                                      progress[static_cast<std::size_t>(p)]));
   for (auto& p : consumers) p.start();
   for (auto& p : producers) p.start();
   ASSERT_TRUE(eventually([&] { return std::atomic_ref<int>(progress[2].value()).load() >= kPer / 4; }));
