@@ -6,11 +6,21 @@ option(MPROC_BUILD_TESTS "Build the tests" ${PROJECT_IS_TOP_LEVEL})
 option(MPROC_BUILD_EXAMPLES "Build the examples" ${PROJECT_IS_TOP_LEVEL})
 option(MPROC_BUILD_BENCH "Build the benchmarks" ${PROJECT_IS_TOP_LEVEL})
 option(MPROC_WERROR "Treat compiler warnings as errors" OFF)
+option(MPROC_BUILD_FUZZ "Build the libFuzzer targets in fuzz/ (clang only)" OFF)
 set(MPROC_SANITIZE "" CACHE STRING
   "Sanitizers for everything in the project, e.g. 'address;undefined' or 'thread'")
 
 if(PROJECT_IS_TOP_LEVEL AND NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
   set(CMAKE_BUILD_TYPE RelWithDebInfo CACHE STRING "Build type" FORCE)
+endif()
+
+if(MPROC_BUILD_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "MPROC_BUILD_FUZZ needs clang (libFuzzer): configure with CXX=clang++")
+  endif()
+  # Coverage feedback from the library as well as the harness; the fuzzer's main is linked into
+  # the fuzz targets alone (fuzz/CMakeLists.txt).
+  list(APPEND MPROC_SANITIZE fuzzer-no-link)
 endif()
 
 if(MPROC_SANITIZE)
