@@ -47,6 +47,7 @@ void reset_state_in_child(const std::string& name, std::vector<int> identity, bo
   fresh->parent_pid = parent_pid;
   fresh->parent_name = std::move(parent_name);
   fresh->started_with = static_cast<int>(started_with);
+  fresh->parents = g_state;
   g_state = fresh;  // the parent's children are not ours to join
   forget_per_process_after_fork();
   forkserver_reset_in_child();

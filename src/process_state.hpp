@@ -50,6 +50,9 @@ struct ProcessState {
   // Children started here and not yet joined (Python's process._children).
   std::mutex children_mu;
   std::vector<std::shared_ptr<ProcessImpl>> children;
+  // The parent's state in a fork child: never destroyed, but kept reachable, so that a leak
+  // checker does not report it when the child calls exit().
+  ProcessState* parents = nullptr;
 };
 
 ProcessState& state();

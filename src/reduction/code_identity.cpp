@@ -5,11 +5,13 @@
 #include <link.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <map>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "mproc/detail/callable.hpp"
@@ -54,35 +56,65 @@ std::uint64_t build_id_hash(const dl_phdr_info* info) {
   return fnv1a(name.data(), name.size(), 0x84222325cbf29ce4ull);
 }
 
-std::vector<Module> scan_modules() {
+// The loaded modules, with the loader's counters of objects added and removed when they were read.
+struct Table {
   std::vector<Module> mods;
+  unsigned long long adds = 0, subs = 0;
+  const Table* older = nullptr;  // the table this one replaced: kept (and reachable), see below
+};
+
+Table scan_modules() {
+  Table t;
   dl_iterate_phdr(
-      [](dl_phdr_info* info, std::size_t, void* out) {
+      [](dl_phdr_info* info, std::size_t size, void* out) {
+        auto& t = *static_cast<Table*>(out);
+        if (size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs) {
+          t.adds = info->dlpi_adds;
+          t.subs = info->dlpi_subs;
+        }
         Module m{build_id_hash(info), info->dlpi_addr, info->dlpi_name ? info->dlpi_name : "", {}};
         for (int i = 0; i < info->dlpi_phnum; ++i) {
           const auto& ph = info->dlpi_phdr[i];
           if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X))
             m.code.push_back({info->dlpi_addr + ph.p_vaddr, info->dlpi_addr + ph.p_vaddr + ph.p_memsz});
         }
-        if (!m.code.empty()) static_cast<std::vector<Module>*>(out)->push_back(std::move(m));
+        if (!m.code.empty()) t.mods.push_back(std::move(m));
         return 0;
       },
-      &mods);
-  return mods;
+      &t);
+  return t;
 }
 
-// One table for the process, replaced (never changed) when a lookup misses, and filled at init.
-// Scanning takes the dynamic loader's lock (dl_iterate_phdr); a child forked while another
-// thread held it (unwinding an exception does) would hang if it had to scan, so a fork child
-// must find the table already filled. Old tables are leaked: a reader may still hold one.
-std::atomic<const std::vector<Module>*> g_modules{nullptr};
+bool loader_changed_since(const Table& t) {
+  std::pair<unsigned long long, unsigned long long> now{t.adds, t.subs};
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, std::size_t size, void* out) {
+        if (size >= offsetof(dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs)
+          *static_cast<std::pair<unsigned long long, unsigned long long>*>(out) = {info->dlpi_adds, info->dlpi_subs};
+        return 1;  // the counters are the same in every entry
+      },
+      &now);
+  return now.first != t.adds || now.second != t.subs;
+}
+
+// One table for the process, replaced (never changed) when a lookup misses after the loader
+// loaded or unloaded something, and filled at init. Scanning takes the dynamic loader's lock
+// (dl_iterate_phdr); a child forked while another thread held it (unwinding an exception does)
+// would hang if it had to scan, so a fork child must find the table already filled. Replaced
+// tables are never freed (a reader may still hold one) but stay reachable from the new one;
+// there is one per dlopen/dlclose at most, since a miss with no change of modules keeps the table.
+std::atomic<const Table*> g_modules{nullptr};
 
 const std::vector<Module>& modules(bool rescan) {
-  const auto* m = g_modules.load(std::memory_order_acquire);
-  if (m && !rescan) return *m;
-  auto* fresh = new std::vector<Module>(scan_modules());
-  g_modules.store(fresh, std::memory_order_release);
-  return *fresh;
+  const Table* current = g_modules.load(std::memory_order_acquire);
+  if (current && (!rescan || !loader_changed_since(*current))) return current->mods;
+  auto* fresh = new Table(scan_modules());
+  fresh->older = current;
+  if (!g_modules.compare_exchange_strong(current, fresh, std::memory_order_acq_rel)) {
+    delete fresh;  // another thread published its table first: never seen by anyone, take that one
+    return current->mods;
+  }
+  return fresh->mods;
 }
 
 const Module* find_module(std::uintptr_t addr) {

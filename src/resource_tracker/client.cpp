@@ -32,6 +32,7 @@ struct Client {
   bool started_here = false;  // the tracker is this process's child: reap it once it is gone
   bool had_tracker = false;   // a tracker answered before: starting another one loses its records
   os::Fd conn;                // authenticated; never shared with a fork child
+  Client* parents = nullptr;  // the parent's, in a fork child: kept reachable (see ProcessState)
 };
 
 Client* make_client() {
@@ -248,6 +249,7 @@ void resource_tracker_reset_in_child() noexcept {
   if (old->conn) ::close(old->conn.release());
   auto* fresh = new Client;
   fresh->ep = old->ep;
+  fresh->parents = old;
   g_client = fresh;
 }
 

@@ -98,6 +98,7 @@ struct Client {
   bool started_here = false;
   os::Fd alive;  // write end held by the process that started the server: its EOF stops it
   os::Fd conn;   // authenticated; never shared with a fork child
+  Client* parents = nullptr;  // the parent's, in a fork child: kept reachable (see ProcessState)
 };
 
 Client* g_client = new Client;  // leaked on purpose: a fork child must not destroy the parent's
@@ -347,6 +348,7 @@ void forkserver_reset_in_child() noexcept {
   auto* fresh = new Client;
   fresh->address = old->address;
   fresh->server_pid = old->server_pid;
+  fresh->parents = old;
   g_client = fresh;
 }
 
