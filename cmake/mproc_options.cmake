@@ -16,7 +16,7 @@ endif()
 
 if(MPROC_BUILD_FUZZ)
   if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
-    message(FATAL_ERROR "MPROC_BUILD_FUZZ needs clang (libFuzzer): configure with CXX=clang++")
+    message(FATAL_ERROR "MPROC_BUILD_FUZZ needs clang (libFuzzer): configure with CXX=clang++-16")
   endif()
   # Coverage feedback from the library as well as the harness; the fuzzer's main is linked into
   # the fuzz targets alone (fuzz/CMakeLists.txt).
