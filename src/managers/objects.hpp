@@ -58,6 +58,9 @@ template <class P>
 bool wait_until(std::unique_lock<std::mutex>& lk, std::condition_variable& cv, double timeout, const CallCtx& ctx,
                 P pred) {
   using clock = std::chrono::steady_clock;
+  // The timeout comes from a client as any double. One too large for the clock (converting it
+  // would be undefined behaviour) or NaN means no deadline, as a negative one does.
+  if (!(timeout >= 0 && timeout <= 1e9)) timeout = -1;  // over 31 years, NaN, or none
   auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(timeout));
   constexpr auto slice = std::chrono::milliseconds(100);
   while (!pred()) {

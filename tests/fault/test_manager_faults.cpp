@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <random>
 #include <string>
 #include <thread>
@@ -218,6 +219,23 @@ TEST(ManagerHostileBytes, GarbageUnknownRequestsAndWrongTypesGetErrorsAndTheServ
   EXPECT_EQ(d.at("k"), 1);
   d.set("k", 2);
   EXPECT_EQ(d.at("k"), 2);
+}
+
+// Found by fuzz_manager_request: a timeout too large for the server's clock was converted to
+// clock ticks, which is undefined behaviour (UBSan aborts the server in make check-asan). Such a
+// timeout, like NaN, now waits without a deadline. The first party to reach a barrier of two
+// always waits, so both waits below go through the server's timed wait.
+TEST(ManagerHostileBytes, TimeoutsTooLargeForTheClockOrNaNWaitWithoutADeadline) {
+  auto m = mproc::Manager();
+  for (double t : {4.4e300, -4.4e300, std::nan("")}) {
+    auto barrier = m.Barrier(2);
+    std::thread other([&] { EXPECT_GE(barrier.wait(seconds(t)), 0); });
+    EXPECT_GE(barrier.wait(seconds(t)), 0) << t;
+    other.join();
+  }
+  auto lock = m.Lock();
+  EXPECT_TRUE(lock.acquire(false));  // the server goes on
+  lock.release();
 }
 
 }  // namespace
