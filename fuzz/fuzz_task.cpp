@@ -51,7 +51,9 @@ std::string variants(std::variant<std::int64_t, std::string, std::vector<char>> 
   return std::to_string(v.index()) + std::get<2>(t).second;
 }
 
-std::int32_t plain(Plain p, std::unordered_map<std::int32_t, Plain> m) { return p.a + static_cast<std::int32_t>(m.size()); }
+std::uint32_t plain(Plain p, std::unordered_map<std::int32_t, std::string> m) {
+  return static_cast<std::uint32_t>(p.a) + static_cast<std::uint32_t>(m.size());  // wraps: no overflow
+}
 
 std::int32_t square(std::int32_t x) { return static_cast<std::int32_t>(static_cast<std::uint32_t>(x) * static_cast<std::uint32_t>(x)); }
 std::size_t length(std::string s) { return s.size(); }
@@ -84,7 +86,7 @@ std::vector<std::string>& prefixes() {
                   std::map<std::string, std::vector<std::string>>, std::optional<double>, bool>(&containers),
       call_prefix<decltype(&variants), std::variant<std::int64_t, std::string, std::vector<char>>,
                   std::tuple<std::uint8_t, std::set<std::int32_t>, std::pair<std::int32_t, std::string>>>(&variants),
-      call_prefix<decltype(&plain), Plain, std::unordered_map<std::int32_t, Plain>>(&plain),
+      call_prefix<decltype(&plain), Plain, std::unordered_map<std::int32_t, std::string>>(&plain),
       call_prefix<Scale, std::uint32_t>(Scale{}),
       map_prefix<decltype(&square), std::int32_t>(&square),
       map_prefix<decltype(&length), std::string>(&length),
@@ -108,7 +110,7 @@ std::vector<std::string> seeds() {
   save_task(make_task(&variants, std::variant<std::int64_t, std::string, std::vector<char>>(std::string("x")),
                       std::tuple<std::uint8_t, std::set<std::int32_t>, std::pair<std::int32_t, std::string>>{
                           7, {1, 5}, {3, "three"}}));
-  save_task(make_task(&plain, Plain{1, 2.0, "abc"}, std::unordered_map<std::int32_t, Plain>{{4, Plain{5, 6.0, "de"}}}));
+  save_task(make_task(&plain, Plain{1, 2.0, "abc"}, std::unordered_map<std::int32_t, std::string>{{4, "de"}}));
   save_task(make_task(Scale{3, "three"}, std::uint32_t{14}));
   auto map_task = [&](std::size_t shape, auto f, auto items) {
     std::string out = prefixes()[shape];
