@@ -46,10 +46,13 @@ check-asan: deps
 
 # ThreadSanitizer on the tests whose code runs threads of its own in one process: the pool's
 # handler thread (pool, executor, progress), the manager server's thread per client, the queues
-# and locks that threads of one process share (queues, synchronize), inherited/per_process's lock.
+# and locks that threads of one process share (queues, synchronize), inherited/per_process's lock;
+# and the fault tests whose killer thread races the pool, and the managers' under failure.
 # Each test runs its processes too, but TSan sees one process: what it checks is the threads.
+# tests/tsan.supp says why each suppression is not a race.
 TEST_HELPERS = mproc_test_no_init mproc_test_shm_owner mproc_test_manager_client mproc_test_pool_ctrl_c
-TSAN_TESTS = test_pool test_executor test_progress test_managers test_queues test_synchronize test_inherited
+TSAN_TESTS = test_pool test_executor test_progress test_managers test_queues test_synchronize test_inherited \
+  test_pool_kills test_manager_faults
 check-tsan: deps
 	cmake -S . -B $(TSAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DMPROC_SANITIZE=thread \
 	  -DMPROC_BUILD_BENCH=OFF -DMPROC_BUILD_EXAMPLES=OFF

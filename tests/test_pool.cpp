@@ -364,8 +364,8 @@ TEST_P(PoolTest, ADescriptorInATaskArgumentIsRefusedWithTheReason) {
 }
 
 TEST_P(PoolTest, AnAddressSpaceLimitTurnsAHugeAllocationIntoBadAlloc) {
-#if defined(__SANITIZE_ADDRESS__)
-  GTEST_SKIP() << "AddressSanitizer reserves terabytes of shadow memory: RLIMIT_AS cannot be tested under it";
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  GTEST_SKIP() << "AddressSanitizer and ThreadSanitizer reserve terabytes of shadow memory: RLIMIT_AS cannot be tested under them";
 #endif
   auto o = opts(1);
   o.limits.address_space = 2ull << 30;
