@@ -29,6 +29,13 @@ inline void write_seeds_if_asked(const std::vector<std::string>& seeds) {
   std::exit(0);
 }
 
+/// Defines the target's LLVMFuzzerInitialize: writes the seeds that make_seeds() returns when asked.
+#define MPROC_FUZZ_SEEDS(make_seeds)                     \
+  extern "C" int LLVMFuzzerInitialize(int*, char***) {   \
+    mproc_fuzz::write_seeds_if_asked(make_seeds());      \
+    return 0;                                            \
+  }
+
 inline std::string bytes(const std::uint8_t* data, std::size_t n) {
   return std::string(reinterpret_cast<const char*>(data), n);
 }

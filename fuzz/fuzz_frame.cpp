@@ -64,10 +64,8 @@ void receive_one(mproc::Connection& c, int round) {
   }
 }
 
-}  // namespace
-
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  // Seeds: what a real sender writes for each kind of receive above.
+// Seeds: what a real sender writes for each kind of receive above.
+std::vector<std::string> seeds() {
   auto [a, b] = mproc::Pipe();
   a.send(Strings{"alpha", "", "gamma"});
   a.send(Table{{1, "one"}, {-7, std::string(300, 'x')}});
@@ -87,9 +85,12 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   }
   seeds.push_back(all);
   seeds.push_back(all.substr(0, 24 + 8));  // a header and a part of its payload
-  mproc_fuzz::write_seeds_if_asked(seeds);
-  return 0;
+  return seeds;
 }
+
+}  // namespace
+
+MPROC_FUZZ_SEEDS(seeds)
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t n) {
   auto [reader, writer] = mproc::Pipe();

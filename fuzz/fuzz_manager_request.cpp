@@ -96,10 +96,7 @@ bool exchange(mproc::Connection& c, const std::uint8_t* req, std::size_t n) {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  mproc_fuzz::write_seeds_if_asked(seeds());
-  return 0;
-}
+MPROC_FUZZ_SEEDS(seeds)
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t n) {
   mgr::ServerCore server(fresh_address(), std::nullopt, {});

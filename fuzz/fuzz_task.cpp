@@ -134,10 +134,7 @@ std::vector<std::string> seeds() {
 
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  mproc_fuzz::write_seeds_if_asked(seeds());
-  return 0;
-}
+MPROC_FUZZ_SEEDS(seeds)
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t n) {
   if (n == 0) return 0;
