@@ -247,6 +247,13 @@ struct ConnectionImpl {
     check_no_stray_fd(read_pos());
   }
 
+  // The header at the read position when all of it is read ahead (nothing is consumed).
+  // ProtocolError for a bad one, naming what is wrong.
+  std::optional<FrameHeader> peek_header() const {
+    if (buffered() < kFrameHeaderSize) return std::nullopt;
+    return parse_header(rbuf.data() + rbeg, max_message, unix_socket ? kFrameInMemfd : 0);
+  }
+
   // Reads and checks the next header. EOFError when the peer closed between frames.
   Header next_header() {
     if (!broken.empty()) throw ProtocolError(broken);
@@ -260,7 +267,7 @@ struct ConnectionImpl {
     const std::uint64_t at = read_pos();
     FrameHeader h;
     try {
-      h = parse_header(rbuf.data() + rbeg, max_message, unix_socket ? kFrameInMemfd : 0);
+      h = *peek_header();
     } catch (const ProtocolError& e) {
       fail(e.what());
     }
@@ -509,13 +516,15 @@ void detail::ConnectionAccess::send_bytes_many(Connection& conn, std::span<const
 
 std::optional<std::span<const std::byte>> detail::ConnectionAccess::peek_buffered(Connection& conn) {
   auto& c = conn.impl();
-  if (c.pending || !c.broken.empty() || c.buffered() < kFrameHeaderSize) return std::nullopt;
-  FrameHeader h;
+  if (c.pending || !c.broken.empty()) return std::nullopt;
+  std::optional<FrameHeader> header;
   try {
-    h = parse_header(c.rbuf.data() + c.rbeg, c.max_message, c.unix_socket ? kFrameInMemfd : 0);
+    header = c.peek_header();
   } catch (const ProtocolError&) {
     return std::nullopt;  // recv_buffer reports it
   }
+  if (!header) return std::nullopt;
+  const FrameHeader& h = *header;
   if ((h.flags & kFrameInMemfd) || c.buffered() - kFrameHeaderSize < h.length) return std::nullopt;
   // A descriptor that came with these bytes belongs to no frame here: recv_buffer reports it.
   if (!c.fds.empty() && c.fds.front().from <= c.read_pos() + kFrameHeaderSize + h.length) return std::nullopt;
@@ -533,11 +542,10 @@ void detail::ConnectionAccess::consume_buffered(Connection& conn) {
 bool detail::ConnectionAccess::frame_buffered(const Connection& conn) {
   auto& c = conn.impl();
   if (c.pending || !c.broken.empty()) return true;
-  if (c.buffered() < kFrameHeaderSize) return false;
   try {
-    FrameHeader h = parse_header(c.rbuf.data() + c.rbeg, c.max_message, c.unix_socket ? kFrameInMemfd : 0);
+    auto h = c.peek_header();
     // A shared-memory frame's descriptor came with the header's first byte.
-    return (h.flags & kFrameInMemfd) || c.buffered() - kFrameHeaderSize >= h.length;
+    return h && ((h->flags & kFrameInMemfd) || c.buffered() - kFrameHeaderSize >= h->length);
   } catch (const ProtocolError&) {
     return true;  // the next recv reports it at once
   }
