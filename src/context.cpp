@@ -7,18 +7,23 @@
 #include <stdexcept>
 
 #include "mproc/errors.hpp"
+#include "pool/engine.hpp"
 #include "process_state.hpp"
 
 namespace mproc {
 namespace {
 
-constexpr const char* kNames[] = {"fork", "spawn", "forkserver"};
+constexpr const char* kNames[] = {"fork", "spawn", "forkserver", "mpi"};
+constexpr int kMpi = 3;
 constexpr int kDefault = 2;  // forkserver, as Python 3.14 on Linux
 
 int parse_method(std::string_view name) {
-  for (int i = 0; i < 3; ++i)
-    if (name == kNames[i]) return i;
-  throw std::invalid_argument("unknown start method '" + std::string(name) + "' (valid: fork, spawn, forkserver)");
+  for (int i = 0; i < 4; ++i)
+    if (name == kNames[i]) {
+      if (i == kMpi && !detail::mpi_backend()) detail::throw_mpi_unavailable();
+      return i;
+    }
+  throw std::invalid_argument("unknown start method '" + std::string(name) + "' (valid: fork, spawn, forkserver, mpi)");
 }
 
 std::mutex g_mu;
@@ -36,7 +41,19 @@ int start_method_setting() {
 
 void adopt_start_method_setting(int m) {
   std::lock_guard lock(g_mu);
-  if (m >= 0 && m < 3) g_method = m;
+  if (m >= 0 && m < 4) g_method = m;
+}
+
+void throw_mpi_unavailable() {
+#ifdef MPROC_HAVE_MPI
+  throw Error(
+      "the mpi context is unavailable: this program does not link mproc's MPI backend (include <mproc/mpi.hpp> in "
+      "the program and link the CMake target mproc::mpi)");
+#else
+  throw Error(
+      "the mpi context is unavailable: mproc was built without MPI (install Debian's libopenmpi-dev and openmpi-bin, "
+      "then build mproc again; scripts/install-deps does both)");
+#endif
 }
 }  // namespace detail
 

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "pool/engine.hpp"
 #include "process_state.hpp"
 #include "spawn/forkserver.hpp"
 #include "spawn/spawn.hpp"
@@ -54,6 +55,8 @@ void init(int argc, char** argv) {
   detail::prime_code_identity();
   st.initialized = true;
   std::atexit(detail::exit_function);
+  // Under mpirun, with the MPI backend linked: worker ranks serve pools there and never return.
+  if (const auto* mpi = detail::mpi_backend()) mpi->init(argc, argv);
 }
 
 bool initialized() noexcept { return detail::state().initialized; }

@@ -107,6 +107,10 @@ void Process::start() {
   if (p.creator_pid != ::getpid()) throw ProcessError("can only start a process object created by the current process");
   if (detail::state().daemon) throw ProcessError("daemonic processes are not allowed to have children");
   auto method = static_cast<detail::Method>(p.context ? p.context->method_id() : get_context().method_id());
+  if (method == detail::Method::mpi)
+    throw Error(
+        "the 'mpi' context runs the workers of a Pool or ProcessPoolExecutor on MPI ranks; a Process needs the 'fork', "
+        "'spawn' or 'forkserver' start method (pass .context = mproc::get_context(\"forkserver\"))");
   if (method != detail::Method::fork && !detail::state().initialized)
     throw Error(std::string("mproc::init(argc, argv) must be called first in main before starting a process with the '") +
                 detail::method_name(method) + "' start method: the child re-runs this program and needs it to find its work");
@@ -114,6 +118,7 @@ void Process::start() {
     case detail::Method::fork: p.popen = detail::launch_fork(p); break;
     case detail::Method::spawn: p.popen = detail::launch_spawn(p); break;
     case detail::Method::forkserver: p.popen = detail::launch_forkserver(p); break;
+    case detail::Method::mpi: break;  // refused above
   }
   auto& st = detail::state();
   std::lock_guard lock2(st.children_mu);

@@ -14,8 +14,10 @@
 
 namespace mproc::detail {
 
-enum class Method : int { fork = 0, spawn = 1, forkserver = 2 };
+enum class Method : int { fork = 0, spawn = 1, forkserver = 2, mpi = 3 };
 const char* method_name(Method m);
+/// The "mpi" context asked for in a program that did not link the MPI backend.
+[[noreturn]] void throw_mpi_unavailable();
 /// The program's start method as set_start_method left it (-1: not chosen yet), and, in a spawn or
 /// forkserver child, the parent's adopted (as Python's spawn.prepare does).
 int start_method_setting();

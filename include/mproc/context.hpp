@@ -19,7 +19,8 @@ class Context {
   /// Throws std::invalid_argument naming the valid methods for an unknown name.
   explicit Context(std::string_view method);
 
-  /// "fork", "spawn" or "forkserver".
+  /// "fork", "spawn", "forkserver" or "mpi" (workers of a Pool or executor on MPI ranks:
+  /// include <mproc/mpi.hpp> and link mproc::mpi; see README, "Running on a cluster").
   std::string get_start_method() const;
 
   /// A Process that starts with this context's method.
@@ -29,7 +30,7 @@ class Context {
   mproc::Process Process(ProcessOptions options, F&& target, Args&&... args) const;
 
   bool operator==(const Context&) const = default;
-  /// Internal: the method as a number (0 fork, 1 spawn, 2 forkserver).
+  /// Internal: the method as a number (0 fork, 1 spawn, 2 forkserver, 3 mpi).
   int method_id() const noexcept { return method_; }
 
  private:
@@ -42,7 +43,8 @@ Context get_context(std::string_view method = {});
 void set_start_method(std::string_view method, bool force = false);
 /// Python: get_start_method(). The default is "forkserver", as on Linux since Python 3.14.
 std::string get_start_method();
-/// Python: get_all_start_methods(). The default comes first.
+/// Python: get_all_start_methods(). The default comes first. "mpi" is not among them: it starts
+/// no Process, only a pool's workers.
 std::vector<std::string> get_all_start_methods();
 /// Python: cpu_count(). Processors online.
 int cpu_count();

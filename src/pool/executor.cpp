@@ -6,13 +6,13 @@ namespace mproc {
 namespace {
 std::shared_ptr<detail::PoolCore> make_core(const ExecutorOptions& o) {
   detail::PoolConfig cfg;
-  cfg.processes = o.max_workers.value_or(cpu_count());
-  cfg.context = o.mp_context;
+  cfg.context = o.mp_context ? *o.mp_context : get_context();
+  cfg.processes = o.max_workers.value_or(detail::default_workers(*cfg.context));
   cfg.initializer = o.initializer.task();
   cfg.maxtasksperchild = o.max_tasks_per_child;
   cfg.break_on_crash = o.break_on_crash;
   cfg.limits = o.limits;
-  if (cfg.processes < 1) throw std::invalid_argument("mproc: max_workers must be at least 1");
+  if (cfg.processes < 1 && o.max_workers) throw std::invalid_argument("mproc: max_workers must be at least 1");
   if (cfg.maxtasksperchild < 0) throw std::invalid_argument("mproc: max_tasks_per_child must be >= 0");
   return std::make_shared<detail::PoolCore>(std::move(cfg));
 }

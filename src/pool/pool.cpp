@@ -4,8 +4,9 @@ namespace mproc {
 
 Pool::Pool(PoolOptions options) {
   detail::PoolConfig cfg;
-  cfg.processes = options.processes.value_or(cpu_count());
-  cfg.context = options.context;
+  if (options.processes && *options.processes < 1) throw std::invalid_argument("mproc: a pool needs at least one process");
+  cfg.context = options.context ? *options.context : get_context();
+  cfg.processes = options.processes.value_or(detail::default_workers(*cfg.context));
   cfg.initializer = options.initializer.task();
   cfg.maxtasksperchild = options.maxtasksperchild;
   cfg.task_timeout = options.task_timeout ? options.task_timeout->count() : 0;

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "connection_access.hpp"
+#include "pool/engine.hpp"
 #include "mproc/detail/fd_passing.hpp"
 #include "mproc/detail/pool_core.hpp"
 #include "mproc/process.hpp"
@@ -48,12 +49,6 @@ std::uint64_t chunk_id(const Chunk& c) {
 }
 constexpr int kInitDeaths = 3;  // see handle_exit
 
-std::string describe_exit(int code) {
-  if (code >= 0) return "exited with code " + std::to_string(code);
-  std::string s = "killed by signal " + std::to_string(-code);
-  if (-code == SIGXCPU) s += " (SIGXCPU: over its cpu_seconds limit)";
-  return s;
-}
 // Buffers of answered chunks kept for the next chunks (take_buffer): freed, the large ones made
 // glibc trim the heap after every map and fault every page in again for the next one.
 constexpr std::size_t kSpareMin = 64 * 1024, kSpareBytes = 64u << 20, kSpareCount = 64;
@@ -287,7 +282,7 @@ void pool_worker_main(Connection conn, WorkerSetup setup) {
 // ---------------------------------------------------------------------------------------------
 // Parent side
 
-struct PoolCore::Impl {
+struct LocalEngine final : PoolEngine {
   struct Worker {
     Worker(Process p, Connection c, RawArray<std::uint64_t> m) : proc(std::move(p)), conn(std::move(c)), mailbox(std::move(m)) {}
     Process proc;
@@ -319,7 +314,7 @@ struct PoolCore::Impl {
   };
 
   PoolConfig cfg;
-  std::mutex mu;  // guards queue, closed, terminating, broken
+  mutable std::mutex mu;  // guards queue, closed, terminating, broken
   std::deque<Chunk> queue;
   bool closed = false;
   bool terminating = false;
@@ -783,110 +778,106 @@ struct PoolCore::Impl {
     }
     for (auto& c : pending) fail(c, e);
   }
+  explicit LocalEngine(PoolConfig config) {
+    cfg = std::move(config);
+    if (cfg.processes < 1) throw std::invalid_argument("mproc: a pool needs at least one process");
+    title = method_title(cfg.context);
+    if (cfg.initializer) initializer = std::make_shared<const Task>(*cfg.initializer);
+    wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!wake) os::throw_errno("eventfd for the pool");
+    // The first workers start here, on the caller's thread (as Python does), before the handler
+    // thread exists: a fork then happens in a process with no thread of ours.
+    maintain();
+    std::exception_ptr failed;
+    {
+      std::lock_guard lock(mu);
+      failed = broken;
+    }
+    if (failed) {  // shutdown() takes mu itself: never call it with mu held
+      shutdown();
+      std::rethrow_exception(failed);
+    }
+    handler = std::thread([this] { run(); });
+  }
+
+  ~LocalEngine() override {
+    terminate(SIGTERM);
+    join();
+  }
+
+  void submit(std::vector<Chunk> chunks) override {
+    if (chunks.size() == 1 && send_now(chunks.front())) return;
+    {
+      std::lock_guard lock(mu);
+      if (broken) std::rethrow_exception(broken);
+      if (closed || terminating) throw Error("the pool is closed: no new tasks");
+      for (auto& c : chunks) queue.push_back(std::move(c));
+    }
+    notify();
+  }
+
+  bool cancel(const JobBase* job) override {
+    std::lock_guard lock(mu);
+    auto before = queue.size();
+    std::erase_if(queue, [&](const Chunk& c) { return c.job.get() == job; });
+    return queue.size() != before;
+  }
+
+  void cancel_all(std::exception_ptr error) override {
+    std::deque<Chunk> pending;
+    {
+      std::lock_guard lock(mu);
+      pending.swap(queue);
+    }
+    for (auto& c : pending) fail(c, error);
+  }
+
+  void close() override {
+    {
+      std::lock_guard lock(mu);
+      closed = true;
+    }
+    notify();
+  }
+
+  void terminate(int signal) override {
+    {
+      std::lock_guard lock(mu);
+      closed = true;
+      terminating = true;
+      terminate_signal = signal;
+    }
+    notify();
+  }
+
+  void join() override {
+    {
+      std::lock_guard lock(mu);
+      if (!closed) throw Error("join() needs close() or terminate() first");
+    }
+    if (handler.joinable()) {
+      if (handler.get_id() == std::this_thread::get_id()) throw Error("join() from a result callback would wait for itself");
+      handler.join();
+    }
+  }
+
+  std::string take_buffer() override {
+    std::lock_guard lock(mu);
+    if (spare.empty()) return {};
+    std::string b = std::move(spare.back());
+    spare.pop_back();
+    spare_bytes -= b.capacity();
+    return b;
+  }
+
+  int processes() const noexcept override { return cfg.processes; }
+
+  std::vector<int> worker_pids() const override {
+    std::lock_guard lock(mu);
+    return pids;
+  }
 };
 
-PoolCore::PoolCore(PoolConfig config) : impl_(std::make_unique<Impl>()) {
-  auto& m = *impl_;
-  m.cfg = std::move(config);
-  if (m.cfg.processes < 1) throw std::invalid_argument("mproc: a pool needs at least one process");
-  m.title = method_title(m.cfg.context);
-  if (m.cfg.initializer) m.initializer = std::make_shared<const Task>(*m.cfg.initializer);
-  m.wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-  if (!m.wake) os::throw_errno("eventfd for the pool");
-  // The first workers start here, on the caller's thread (as Python does), before the handler
-  // thread exists: a fork then happens in a process with no thread of ours.
-  m.maintain();
-  std::exception_ptr failed;
-  {
-    std::lock_guard lock(m.mu);
-    failed = m.broken;
-  }
-  if (failed) {  // shutdown() takes mu itself: never call it with mu held
-    m.shutdown();
-    std::rethrow_exception(failed);
-  }
-  m.handler = std::thread([this] { impl_->run(); });
-}
-
-PoolCore::~PoolCore() {
-  terminate();
-  join();
-}
-
-void PoolCore::submit(std::vector<Chunk> chunks) {
-  auto& m = *impl_;
-  if (chunks.size() == 1 && m.send_now(chunks.front())) return;
-  {
-    std::lock_guard lock(m.mu);
-    if (m.broken) std::rethrow_exception(m.broken);
-    if (m.closed || m.terminating) throw Error("the pool is closed: no new tasks");
-    for (auto& c : chunks) m.queue.push_back(std::move(c));
-  }
-  m.notify();
-}
-
-bool PoolCore::cancel(const JobBase* job) {
-  auto& m = *impl_;
-  std::lock_guard lock(m.mu);
-  auto before = m.queue.size();
-  std::erase_if(m.queue, [&](const Chunk& c) { return c.job.get() == job; });
-  return m.queue.size() != before;
-}
-
-void PoolCore::cancel_all(std::exception_ptr error) {
-  std::deque<Chunk> pending;
-  {
-    std::lock_guard lock(impl_->mu);
-    pending.swap(impl_->queue);
-  }
-  for (auto& c : pending) impl_->fail(c, error);
-}
-
-void PoolCore::close() {
-  {
-    std::lock_guard lock(impl_->mu);
-    impl_->closed = true;
-  }
-  impl_->notify();
-}
-
-void PoolCore::terminate(int signal) {
-  {
-    std::lock_guard lock(impl_->mu);
-    impl_->closed = true;
-    impl_->terminating = true;
-    impl_->terminate_signal = signal;
-  }
-  impl_->notify();
-}
-
-void PoolCore::join() {
-  {
-    std::lock_guard lock(impl_->mu);
-    if (!impl_->closed) throw Error("join() needs close() or terminate() first");
-  }
-  if (impl_->handler.joinable()) {
-    if (impl_->handler.get_id() == std::this_thread::get_id())
-      throw Error("join() from a result callback would wait for itself");
-    impl_->handler.join();
-  }
-}
-
-std::string PoolCore::take_buffer() {
-  auto& m = *impl_;
-  std::lock_guard lock(m.mu);
-  if (m.spare.empty()) return {};
-  std::string b = std::move(m.spare.back());
-  m.spare.pop_back();
-  m.spare_bytes -= b.capacity();
-  return b;
-}
-
-int PoolCore::processes() const noexcept { return impl_->cfg.processes; }
-
-std::vector<int> PoolCore::worker_pids() const {
-  std::lock_guard lock(impl_->mu);
-  return impl_->pids;
-}
+std::unique_ptr<PoolEngine> make_local_engine(PoolConfig config) { return std::make_unique<LocalEngine>(std::move(config)); }
 
 }  // namespace mproc::detail

@@ -166,6 +166,11 @@ thread_local Cache t_cache;
 
 void prime_code_identity() { (void)modules(false); }
 
+std::uint64_t program_id() {
+  const auto& mods = modules(false);  // the loader lists the main program first
+  return mods.empty() ? 0 : mods.front().id;
+}
+
 CodeRef code_ref(const void* code, std::uint64_t kind) {
   t_cache.check_generation();
   if (auto it = t_cache.sent.find({code, kind}); it != t_cache.sent.end()) return it->second;

@@ -32,6 +32,9 @@ struct CodeRef {
 CodeRef code_ref(const void* code, std::uint64_t kind = 0);
 /// Fills the table of loaded modules now (init, and before a fork), so that no child has to.
 void prime_code_identity();
+/// The main program's build id, hashed: processes that did not start each other (MPI ranks)
+/// compare it before they trust each other's function identities.
+std::uint64_t program_id();
 /// Throws FunctionIdentityError unless ref names executable code of a module loaded here and its
 /// tag verifies with this program's key for this kind.
 const void* resolve_code(const CodeRef& ref, std::uint64_t kind = 0);

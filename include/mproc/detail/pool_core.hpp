@@ -99,8 +99,11 @@ Chunk make_chunk(std::shared_ptr<JobBase> job, std::size_t index, std::size_t fi
       std::move(buffer));
 }
 
+/// Workers when none is asked for: cpu_count(), or 0 under the mpi context (every worker rank).
+int default_workers(const Context& ctx);
+
 struct PoolConfig {
-  int processes = 1;
+  int processes = 1;  // 0 under the mpi context: every worker rank there is
   std::optional<Context> context;
   std::optional<Task> initializer;
   int maxtasksperchild = 0;
@@ -108,6 +111,22 @@ struct PoolConfig {
   int max_retries = 0;
   bool break_on_crash = false;  // the executor's compatibility mode: a crash breaks the pool
   ResourceLimits limits;
+};
+
+/// How a pool reaches its workers: processes on this machine (src/pool/pool_core.cpp) or MPI
+/// ranks (src/mpi/). PoolCore's methods, as one engine implements them.
+class PoolEngine {
+ public:
+  virtual ~PoolEngine() = default;
+  virtual void submit(std::vector<Chunk> chunks) = 0;
+  virtual bool cancel(const JobBase* job) = 0;
+  virtual void cancel_all(std::exception_ptr error) = 0;
+  virtual void close() = 0;
+  virtual void terminate(int signal) = 0;
+  virtual void join() = 0;
+  virtual int processes() const noexcept = 0;
+  virtual std::vector<int> worker_pids() const = 0;
+  virtual std::string take_buffer() = 0;
 };
 
 class PoolCore {
@@ -135,8 +154,7 @@ class PoolCore {
   std::string take_buffer();
 
  private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<PoolEngine> impl_;
 };
 
 /// What a worker needs before its first task. It travels as an argument of the worker's Process,

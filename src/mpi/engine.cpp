@@ -1,0 +1,470 @@
+// Rank 0's side of a pool on the mpi context: the pool's chunks go to worker ranks as MPI
+// messages, many per message when small; the answers come back the same way. One handler
+// thread per pool polls MPI, backing off when nothing comes (MPI has no descriptor to poll).
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <thread>
+
+#include "mpi/protocol.hpp"
+#include "mpi/relay.hpp"
+#include "mpi/runtime.hpp"
+#include "mproc/detail/fd_passing.hpp"
+#include "mproc/init.hpp"
+#include "pool/engine.hpp"
+#include "util/auth.hpp"
+
+namespace mproc::detail::mpi {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+// Chunks in flight per rank: enough to cover about kHideUs of the round trip at the rank's
+// measured time per chunk (MPI's latency plus the polling), between kMinDepth and kMaxDepth,
+// and never more than kMaxWaitingBytes waiting behind the running one.
+constexpr std::size_t kMinDepth = 2, kMaxDepth = 256;
+constexpr double kHideUs = 2000, kUnknownUs = 1000;
+constexpr std::size_t kMaxWaitingBytes = 16u << 20;
+
+class MpiEngine final : public PoolEngine {
+ public:
+  explicit MpiEngine(PoolConfig config) : cfg_(std::move(config)) {
+    if (!initialized())
+      throw Error(
+          "mproc::init(argc, argv) must be called first in main to use the mpi context: under mpirun it makes ranks "
+          "1..N-1 the pool's workers (they never return from it), and a worker started by MPI_Comm_spawn finds its "
+          "work there");
+    if (cfg_.processes < 0) throw std::invalid_argument("mproc: a pool needs at least one process");
+    ensure_initialized();
+    Attach attach = make_attach();
+    if (world_size() > 1) {
+      if (world_rank() != 0) throw Error("an mpi pool can only be made on rank 0 (this is rank " + std::to_string(world_rank()) + ")");
+      comm_ = world();
+      owned_ = take_ranks(cfg_.processes);
+      for (int r : owned_) ranks_.push_back(Rank{r});
+    } else {
+      spawn(cfg_.processes ? cfg_.processes : cpu_count());
+    }
+    try {
+      start(attach);
+    } catch (...) {
+      end_ranks();
+      throw;
+    }
+    handler_ = std::thread([this] { run(); });
+  }
+
+  ~MpiEngine() override {
+    terminate(SIGTERM);
+    join();
+  }
+
+  void submit(std::vector<Chunk> chunks) override {
+    {
+      std::lock_guard l(mu_);
+      if (broken_) std::rethrow_exception(broken_);
+      if (closed_) throw Error("the pool is closed: no new tasks");
+      for (auto& c : chunks) queue_.push_back(std::move(c));
+      woken_ = true;
+    }
+    cv_.notify_one();
+  }
+
+  bool cancel(const JobBase* job) override {
+    std::lock_guard l(mu_);
+    auto before = queue_.size();
+    std::erase_if(queue_, [&](const Chunk& c) { return c.job.get() == job; });
+    return queue_.size() != before;
+  }
+
+  void cancel_all(std::exception_ptr error) override {
+    std::deque<Chunk> pending;
+    {
+      std::lock_guard l(mu_);
+      pending.swap(queue_);
+    }
+    for (auto& c : pending) fail(c, error);
+  }
+
+  void close() override {
+    {
+      std::lock_guard l(mu_);
+      closed_ = woken_ = true;
+    }
+    cv_.notify_one();
+  }
+
+  void terminate(int signal) override {
+    {
+      std::lock_guard l(mu_);
+      closed_ = terminating_ = woken_ = true;
+      signal_ = signal;
+    }
+    cv_.notify_one();
+  }
+
+  void join() override {
+    {
+      std::lock_guard l(mu_);
+      if (!closed_) throw Error("join() needs close() or terminate() first");
+    }
+    if (handler_.joinable()) {
+      if (handler_.get_id() == std::this_thread::get_id()) throw Error("join() from a result callback would wait for itself");
+      handler_.join();
+    }
+  }
+
+  int processes() const noexcept override { return static_cast<int>(ranks_.size()); }
+
+  std::vector<int> worker_pids() const override {
+    std::vector<int> p;
+    for (auto& r : ranks_) p.push_back(r.pid);
+    return p;
+  }
+
+  std::string take_buffer() override { return {}; }
+
+ private:
+  struct Sent {
+    std::uint64_t id;
+    std::size_t size;  // of the message: its bytes went with it
+    Chunk chunk;
+  };
+  struct Rank {
+    explicit Rank(int r) : rank(r) {}
+    int rank = 0;
+    int pid = 0;
+    std::string host;
+    std::deque<Sent> inflight;
+    std::size_t waiting_bytes = 0;
+    Clock::time_point running_since;
+    double chunk_us = kUnknownUs;
+    bool attached = false;
+
+    std::size_t depth() const {
+      double d = static_cast<double>(kMinDepth) + kHideUs / std::max(chunk_us, 0.1);
+      return static_cast<std::size_t>(std::min(d, static_cast<double>(kMaxDepth)));
+    }
+    std::string where() const { return "MPI rank " + std::to_string(rank) + " on " + host; }
+  };
+
+  Attach make_attach() const {
+    Attach a;
+    a.program = program_id();
+    a.authkey = authkey();
+    if (cfg_.initializer) {
+      std::vector<int> fds;
+      {
+        FdExportScope scope(fds);
+        OutArchive ar(a.initializer);
+        cfg_.initializer->save(ar);
+      }
+      if (!fds.empty())
+        throw Error(
+            "the pool's initializer has an argument that is a descriptor (a Value, Array, Lock, Queue, Connection or "
+            "other shared object): it cannot reach an MPI rank, which may be on another machine. Share state across "
+            "ranks with a Manager, or pass values");
+    }
+    a.maxtasks = cfg_.maxtasksperchild;
+    a.task_timeout = cfg_.task_timeout;
+    a.max_retries = cfg_.max_retries;
+    a.break_on_crash = cfg_.break_on_crash;
+    a.address_space = cfg_.limits.address_space;
+    a.cpu_seconds = cfg_.limits.cpu_seconds;
+    a.open_files = cfg_.limits.open_files;
+    return a;
+  }
+
+  // The dynamic model: k new processes of this program, connected to this one alone.
+  void spawn(int k) {
+    char exe[4096] = {};
+    ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) throw Error("cannot find this program's file to spawn MPI workers: readlink /proc/self/exe failed");
+    char marker[] = "--mproc-mpi-worker";
+    char* args[] = {marker, nullptr};
+    std::vector<int> errors(static_cast<std::size_t>(k));
+    auto l = lock();
+    MPI_Info info;
+    MPI_Info_create(&info);
+    // Workers beyond the machine's cores are allowed, as a local pool's are.
+    MPI_Info_set(info, "map_by", "slot:OVERSUBSCRIBE");
+    MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
+    int rc = MPI_Comm_spawn(exe, args, k, info, 0, MPI_COMM_SELF, &comm_, errors.data());
+    MPI_Info_free(&info);
+    check(rc, "MPI_Comm_spawn of the pool's workers");
+    spawned_ = true;
+    for (int r = 0; r < k; ++r) ranks_.push_back(Rank{r});
+  }
+
+  // Every rank takes the pool, or the pool is not made.
+  void start(const Attach& attach) {
+    std::string bytes = encoded(attach);
+    for (auto& r : ranks_) send(comm_, r.rank, kAttach, bytes);
+    std::string errors;
+    for (auto& r : ranks_) {
+      Message m = recv(comm_, r.rank);
+      if (m.tag != kAttached) throw ProtocolError("MPI rank " + std::to_string(r.rank) + " answered a pool's start with tag " + std::to_string(m.tag));
+      auto a = decode<Attached>(m.bytes.data(), m.bytes.size());
+      r.pid = a.pid;
+      r.host = a.host;
+      r.attached = a.error.empty();
+      if (!a.error.empty()) errors += (errors.empty() ? "" : "; ") + a.error;
+    }
+    if (!errors.empty()) throw Error("the mpi pool cannot start: " + errors);
+  }
+
+  // Detaches the attached ranks (draining their answers) and gives them back.
+  void end_ranks() {
+    std::int32_t sig = 0;
+    {
+      std::lock_guard l(mu_);
+      if (terminating_) sig = signal_;
+    }
+    std::string payload(reinterpret_cast<const char*>(&sig), sizeof sig);
+    for (auto& r : ranks_)
+      if (r.attached) sends_.start(comm_, r.rank, kDetach, payload);
+    for (auto& r : ranks_) {
+      if (!r.attached) continue;
+      for (;;) {
+        Message m = recv(comm_, r.rank);
+        if (m.tag == kDetached) break;
+        handle(r, m);
+      }
+      r.attached = false;
+    }
+    Backoff backoff;
+    while (!sends_.empty())
+      if (!sends_.test()) backoff.pause();
+    if (spawned_) {
+      auto l = lock();
+      MPI_Comm_disconnect(&comm_);  // the workers disconnect too, then end
+    } else {
+      release_ranks(owned_);
+    }
+  }
+
+  void fail(Chunk& c, std::exception_ptr e) {
+    if (!c.job) return;
+    try {
+      c.job->chunk_failed(c.index, e);
+    } catch (...) {
+    }
+  }
+
+  void set_broken(std::exception_ptr e) {
+    std::deque<Chunk> pending;
+    {
+      std::lock_guard l(mu_);
+      if (!broken_) broken_ = e;
+      pending.swap(queue_);
+    }
+    for (auto& c : pending) fail(c, e);
+  }
+
+  bool accepts(const Rank& r, std::size_t batched) const { return r.inflight.size() + batched < r.depth(); }
+
+  // Breadth first, as the local pool: every rank gets a chunk before any gets a second.
+  bool dispatch() {
+    std::vector<std::vector<Chunk>> batches(ranks_.size());
+    {
+      std::lock_guard l(mu_);
+      if (broken_) return false;
+      for (bool gave = true; gave && !queue_.empty();) {
+        gave = false;
+        for (std::size_t i = 0; i < ranks_.size() && !queue_.empty(); ++i) {
+          Rank& r = ranks_[i];
+          if (!accepts(r, batches[i].size())) continue;
+          bool idle = r.inflight.empty() && batches[i].empty();
+          if (!idle && r.waiting_bytes + queue_.front().bytes.size() > kMaxWaitingBytes) continue;
+          batches[i].push_back(std::move(queue_.front()));
+          queue_.pop_front();
+          gave = true;
+        }
+      }
+    }
+    bool any = false;
+    for (std::size_t i = 0; i < ranks_.size(); ++i) {
+      if (batches[i].empty()) continue;
+      any = true;
+      Rank& r = ranks_[i];
+      std::string packed;
+      for (auto& c : batches[i]) {
+        std::uint64_t id = next_id_++;
+        std::memcpy(c.bytes.data(), &id, sizeof id);
+        c.bytes[8] = static_cast<char>(ChunkKind::task);
+        std::string bytes = std::move(c.bytes);
+        if (r.inflight.empty()) r.running_since = Clock::now();
+        else r.waiting_bytes += bytes.size();
+        r.inflight.push_back(Sent{id, bytes.size(), std::move(c)});
+        if (bytes.size() >= kAloneBytes) sends_.start(comm_, r.rank, kTask, std::move(bytes));
+        else append_frame(packed, bytes);
+      }
+      if (!packed.empty()) sends_.start(comm_, r.rank, kTasks, std::move(packed));
+    }
+    return any;
+  }
+
+  std::exception_ptr failure_of(const Rank& r, const Sent& s, const std::byte* data, std::size_t n) {
+    auto f = decode<Failure>(data, n);
+    const Chunk& c = s.chunk;
+    switch (f.kind) {
+      case Failure::remote:
+        return std::make_exception_ptr(RemoteError(f.type, f.what, f.worker + " on " + r.where(), f.pid, f.stack));
+      case Failure::crashed:
+        return std::make_exception_ptr(WorkerCrashed(
+            "worker " + std::to_string(f.pid) + " on " + r.where() + " " + describe_exit(f.code) + " while running items [" +
+                std::to_string(c.first_item) + ", " + std::to_string(c.first_item + c.item_count) + ")",
+            f.pid, f.code, c.first_item, c.item_count));
+      case Failure::timeout: return std::make_exception_ptr(TimeoutError(f.what + " (on " + r.where() + ")"));
+      case Failure::broken: return std::make_exception_ptr(BrokenProcessPool(f.what + " (on " + r.where() + ")"));
+      default: return std::make_exception_ptr(Error(f.what + " (on " + r.where() + ")"));
+    }
+  }
+
+  void answer(Rank& r, const char* p, std::size_t n) {
+    if (n < kChunkHeader) throw ProtocolError("an answer from " + r.where() + " shorter than its header");
+    std::uint64_t id;
+    std::memcpy(&id, p, sizeof id);
+    auto it = std::find_if(r.inflight.begin(), r.inflight.end(), [&](const Sent& s) { return s.id == id; });
+    if (it == r.inflight.end()) throw ProtocolError(r.where() + " answered a task it was not given");
+    Sent s = std::move(*it);
+    bool front = it == r.inflight.begin();
+    r.inflight.erase(it);
+    // waiting_bytes counts every chunk but the front one
+    if (!front) r.waiting_bytes -= s.size;
+    else if (!r.inflight.empty()) r.waiting_bytes -= r.inflight.front().size;
+    auto data = reinterpret_cast<const std::byte*>(p) + kChunkHeader;
+    std::size_t size = n - kChunkHeader;
+    if (p[8] == 1) {
+      try {
+        s.chunk.job->chunk_done(s.chunk.index, data, size);
+      } catch (...) {
+        fail(s.chunk, std::current_exception());
+      }
+      return;
+    }
+    std::exception_ptr e;
+    try {
+      e = failure_of(r, s, data, size);
+    } catch (...) {
+      e = std::current_exception();
+    }
+    if (cfg_.break_on_crash) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const BrokenProcessPool&) {
+        set_broken(e);
+      } catch (...) {
+      }
+    }
+    fail(s.chunk, e);
+  }
+
+  void handle(Rank& r, Message& m) {
+    if (m.tag == kAnswer) answer(r, m.bytes.data(), m.bytes.size());
+    else if (m.tag == kAnswers) for_each_frame(m.bytes, [&](const char* p, std::size_t n) { answer(r, p, n); });
+    else throw ProtocolError(r.where() + " sent an MPI message with tag " + std::to_string(m.tag) + " during a pool");
+  }
+
+  bool receive() {
+    bool any = sends_.test();
+    for (auto& r : ranks_) {
+      std::size_t answers_before = r.inflight.size();
+      auto since = r.running_since;
+      while (auto m = try_recv(comm_, r.rank)) {
+        handle(r, *m);
+        any = true;
+      }
+      std::size_t answered = answers_before - std::min(answers_before, r.inflight.size());
+      if (answered) {
+        auto now = Clock::now();
+        double us = std::chrono::duration<double, std::micro>(now - since).count() / static_cast<double>(answered);
+        r.chunk_us += (us - r.chunk_us) * 0.5;
+        r.running_since = now;
+      }
+    }
+    return any;
+  }
+
+  void run() {
+    Backoff backoff;
+    try {
+      for (;;) {
+        bool busy = false;
+        {
+          std::lock_guard l(mu_);
+          busy = std::any_of(ranks_.begin(), ranks_.end(), [](const Rank& r) { return !r.inflight.empty(); });
+          if (terminating_ || (closed_ && queue_.empty() && !busy)) break;
+        }
+        bool progressed = dispatch();
+        progressed = receive() || progressed;
+        if (progressed) {
+          backoff.reset();
+          continue;
+        }
+        auto d = busy ? backoff.next() : std::chrono::microseconds(0);
+        std::unique_lock l(mu_);
+        if (!busy) cv_.wait(l, [&] { return woken_; });  // nothing comes from MPI: wait for the caller
+        else if (d.count() == 0) {
+          l.unlock();
+          ::sched_yield();
+        } else {
+          cv_.wait_for(l, d, [&] { return woken_; });
+        }
+        woken_ = false;
+      }
+    } catch (...) {
+      set_broken(std::current_exception());
+    }
+    shutdown();
+  }
+
+  void shutdown() {
+    try {
+      end_ranks();
+    } catch (...) {
+      // An MPI failure here leaves nothing better to do than fail what is left.
+    }
+    auto e = std::make_exception_ptr(Error("the pool was terminated before the task finished"));
+    for (auto& r : ranks_)
+      for (auto& s : r.inflight) fail(s.chunk, e);
+    std::deque<Chunk> pending;
+    {
+      std::lock_guard l(mu_);
+      pending.swap(queue_);
+    }
+    for (auto& c : pending) fail(c, e);
+  }
+
+  PoolConfig cfg_;
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  bool spawned_ = false;
+  std::vector<int> owned_;  // static model: the world ranks taken
+  std::vector<Rank> ranks_;
+  Sends sends_;
+  std::uint64_t next_id_ = 1;
+
+  std::mutex mu_;  // the queue and the flags below
+  std::condition_variable cv_;
+  std::deque<Chunk> queue_;
+  bool closed_ = false, terminating_ = false, woken_ = false;
+  int signal_ = SIGTERM;
+  std::exception_ptr broken_;
+  std::thread handler_;
+};
+
+std::unique_ptr<PoolEngine> make_engine(PoolConfig config) { return std::make_unique<MpiEngine>(std::move(config)); }
+
+const MpiBackend kBackend{init_ranks, make_engine};
+
+}  // namespace
+}  // namespace mproc::detail::mpi
+
+namespace mproc::detail {
+bool link_mpi_backend() noexcept {
+  set_mpi_backend(&mpi::kBackend);
+  return true;
+}
+}  // namespace mproc::detail

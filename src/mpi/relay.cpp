@@ -1,0 +1,213 @@
+#include "mpi/relay.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <deque>
+
+#include "mproc/detail/pool_core.hpp"
+#include "mproc/errors.hpp"
+#include "util/auth.hpp"
+
+namespace mproc::detail::mpi {
+namespace {
+
+// Answers from the local pool's handler thread, for the rank's thread to send.
+class RelayJob final : public JobBase {
+ public:
+  void chunk_done(std::size_t index, const std::byte* data, std::size_t n) override {
+    std::string a(kChunkHeader + n, '\0');
+    std::uint64_t id = index;
+    std::memcpy(a.data(), &id, sizeof id);
+    a[8] = 1;
+    if (n) std::memcpy(a.data() + kChunkHeader, data, n);
+    push(std::move(a));
+  }
+
+  void chunk_failed(std::size_t index, std::exception_ptr error) override {
+    std::string a(kChunkHeader, '\0');
+    std::uint64_t id = index;
+    std::memcpy(a.data(), &id, sizeof id);
+    encode(a, describe(error));
+    push(std::move(a));
+  }
+
+  std::deque<std::string> take() {
+    std::lock_guard l(mu_);
+    std::deque<std::string> out;
+    out.swap(answers_);
+    return out;
+  }
+
+  /// Until an answer comes, or for `d` at most.
+  void wait(std::chrono::microseconds d) {
+    std::unique_lock l(mu_);
+    if (d.count() == 0) return;
+    cv_.wait_for(l, d, [&] { return !answers_.empty(); });
+  }
+
+ private:
+  static Failure describe(std::exception_ptr error) {
+    Failure f;
+    try {
+      std::rethrow_exception(error);
+    } catch (const RemoteError& e) {
+      f = {Failure::remote, e.type(), e.message(), e.worker(), e.stack(), e.pid(), 0};
+    } catch (const WorkerCrashed& e) {
+      f = {Failure::crashed, {}, e.what(), {}, {}, e.pid(), e.exitcode()};
+    } catch (const TimeoutError& e) {
+      f = {Failure::timeout, {}, e.what(), {}, {}, 0, 0};
+    } catch (const BrokenProcessPool& e) {
+      f = {Failure::broken, {}, e.what(), {}, {}, 0, 0};
+    } catch (const std::exception& e) {
+      f = {Failure::other, {}, e.what(), {}, {}, 0, 0};
+    } catch (...) {
+      f = {Failure::other, {}, "unknown error", {}, {}, 0, 0};
+    }
+    return f;
+  }
+
+  void push(std::string a) {
+    {
+      std::lock_guard l(mu_);
+      answers_.push_back(std::move(a));
+    }
+    cv_.notify_one();
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::string> answers_;
+};
+
+std::string here() { return "rank " + std::to_string(world_rank()) + " on " + host(); }
+
+// The local pool rank 0's Attach asks for, or the reason there is none.
+std::unique_ptr<PoolCore> start_local(const Attach& a, Attached& reply) {
+  if (a.version != kVersion) {
+    reply.error = "MPI protocol version " + std::to_string(a.version) + " on rank 0, " + std::to_string(kVersion) + " on " +
+                  here() + ": every rank must run the same build of mproc";
+    return nullptr;
+  }
+  if (a.program != program_id()) {
+    reply.error = here() + " runs another program than rank 0 (its build id differs): every rank must run the same binary";
+    return nullptr;
+  }
+  set_authkey(a.authkey);  // rank 0's functions are tagged with it
+  PoolConfig cfg;
+  cfg.processes = 1;
+  // Not fork: an MPI rank has threads of MPI's own (a fork could deadlock on a lock one held), and
+  // signal handlers that would print MPI's crash report for a task that crashes.
+  cfg.context = get_context("forkserver");
+  if (!a.initializer.empty()) {
+    auto saved = std::make_shared<const std::string>(a.initializer);
+    cfg.initializer = Task{[saved] { run_saved_task(saved->data(), saved->size(), nullptr); },
+                           [saved](OutArchive& ar) { ar.saveBinary(saved->data(), saved->size()); }};
+  }
+  cfg.maxtasksperchild = static_cast<int>(a.maxtasks);
+  cfg.task_timeout = a.task_timeout;
+  cfg.max_retries = a.max_retries;
+  cfg.break_on_crash = a.break_on_crash;
+  cfg.limits = {a.address_space, a.cpu_seconds, a.open_files};
+  try {
+    return std::make_unique<PoolCore>(std::move(cfg));
+  } catch (const std::exception& e) {
+    reply.error = "cannot start the worker process on " + here() + ": " + e.what();
+    return nullptr;
+  }
+}
+
+Chunk to_chunk(const std::shared_ptr<RelayJob>& job, std::string bytes) {
+  if (bytes.size() < kChunkHeader) throw ProtocolError("a chunk from rank 0 shorter than its header");
+  Chunk c;
+  c.job = job;
+  std::uint64_t id;
+  std::memcpy(&id, bytes.data(), sizeof id);
+  c.index = id;
+  c.bytes = std::move(bytes);
+  return c;
+}
+
+}  // namespace
+
+bool serve_pool(MPI_Comm comm, int leader, Message attach) {
+  Attached reply{{}, static_cast<std::int32_t>(::getpid()), host()};
+  Attach a;
+  try {
+    a = decode<Attach>(attach.bytes.data(), attach.bytes.size());
+  } catch (const std::exception& e) {
+    reply.error = "a malformed pool start from rank 0 on " + here() + ": " + e.what();
+  }
+  std::unique_ptr<PoolCore> local;
+  if (reply.error.empty()) local = start_local(a, reply);
+  send(comm, leader, kAttached, encoded(reply));
+  if (!local) return true;  // rank 0 gives up on this pool; the next may do better
+
+  auto job = std::make_shared<RelayJob>();
+  Sends sends;
+  Backoff backoff;
+  std::vector<Chunk> chunks;
+  auto submit = [&] {
+    try {
+      local->submit(std::move(chunks));
+    } catch (...) {  // the local pool is broken (its initializer failed): every chunk says why
+      for (auto& c : chunks) job->chunk_failed(c.index, std::current_exception());
+    }
+    chunks.clear();
+  };
+  auto flush = [&] {
+    std::string packed;
+    for (auto& answer : job->take()) {
+      if (answer.size() >= kAloneBytes)
+        sends.start(comm, leader, kAnswer, std::move(answer));
+      else
+        append_frame(packed, answer);
+    }
+    if (!packed.empty()) sends.start(comm, leader, kAnswers, std::move(packed));
+    return sends.test();
+  };
+  int stop_signal = -1;  // from kDetach: 0 finishes what was sent, else kills the local worker
+  bool exit_program = false;
+  while (stop_signal < 0) {
+    bool progressed = false;
+    while (auto m = try_recv(comm, leader)) {
+      progressed = true;
+      if (m->tag == kTask) {
+        chunks.push_back(to_chunk(job, std::move(m->bytes)));
+      } else if (m->tag == kTasks) {
+        for_each_frame(m->bytes, [&](const char* p, std::size_t n) { chunks.push_back(to_chunk(job, std::string(p, n))); });
+      } else if (m->tag == kDetach || m->tag == kExit) {
+        std::int32_t sig = 0;
+        if (m->tag == kExit) exit_program = true, sig = SIGKILL;
+        else if (m->bytes.size() == sizeof sig) std::memcpy(&sig, m->bytes.data(), sizeof sig);
+        stop_signal = sig;
+        break;
+      } else {
+        throw ProtocolError("an MPI message with tag " + std::to_string(m->tag) + " from rank 0 in the middle of a pool");
+      }
+    }
+    if (!chunks.empty()) submit();
+    progressed = flush() || progressed;
+    if (stop_signal >= 0) break;
+    if (progressed) {
+      backoff.reset();
+    } else {
+      auto d = backoff.next();
+      if (d.count() == 0) ::sched_yield();
+      else job->wait(d);  // an answer to send wakes it at once
+    }
+  }
+  if (stop_signal > 0) local->terminate(stop_signal);
+  else local->close();
+  local->join();
+  local.reset();
+  if (exit_program) return false;
+  flush();
+  while (!sends.empty())
+    if (!sends.test()) backoff.pause();
+  send(comm, leader, kDetached, {});
+  return true;
+}
+
+}  // namespace mproc::detail::mpi
