@@ -23,6 +23,7 @@ import sys
 from collections import defaultdict
 
 MPROC, PY, CF, RAW = "mproc", "python-multiprocessing", "python-concurrent.futures", "raw-limit"
+MPI4PY = "mpi4py.futures"  # the peer of the mpi context (bench/mpi_map.cpp), in the Python column
 METHODS = ("fork", "spawn", "forkserver")
 MiB256_MB = 256 * (1 << 20) / 1e6
 
@@ -115,6 +116,12 @@ def rows():
          ("big_array", "shm_attach_crc", "fork"), ("big_array", "shm_attach_crc", "fork", PY),
          ("big_array", "local_crc", "none", MPROC, None), None),
     ]
+    for label, metric in (("x*x, chunksize=1, items/s", "items_per_s_chunk1"),
+                          ("x*x, chunksize=256, items/s", "items_per_s_chunk256"),
+                          ("1 MiB arguments, MB/s", "arg_1MiB_MB_per_s")):
+        out.append((f"MPI Pool.map {label}, mpirun -n 3 [mpi] (Python: mpi4py.futures)", "higher",
+                    ("mpi_map", metric, "mpi"), ("mpi_map", metric, "mpi", MPI4PY), None,
+                    ("python", 5, ">= 5x mpi4py.futures")))
     for m in METHODS:
         out.append((f"Worker killed: submit until WorkerCrashed, median us [{m}] (mproc only)", "lower",
                     ("recovery", "crash_to_error_median", m), None, None, None))

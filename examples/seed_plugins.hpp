@@ -4,6 +4,9 @@
 #pragma once
 
 #include <mproc/mproc.hpp>
+#ifdef MPROC_EXAMPLES_MPI
+#include <mproc/mpi.hpp>  // the "mpi" method too: the workers are MPI ranks (README, "Running on a cluster")
+#endif
 
 #include <cstdio>
 #include <stdexcept>

@@ -2,7 +2,7 @@
 // C++ form of Python's functools.partial(process, registry)) is serialised with every chunk of
 // work, so the map gives the same list under every start method.
 //
-//   use_args [fork|spawn|forkserver]
+//   use_args [fork|spawn|forkserver|mpi]     (mpi: alone, or under mpirun -n 3)
 #include "seed_plugins.hpp"
 
 struct Process {

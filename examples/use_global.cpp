@@ -4,7 +4,7 @@
 // null, and the task says so. The pool hands that error back as mproc::RemoteError naming the
 // worker and its stack; nothing hangs. (use_args and use_inherited are the fixes.)
 //
-//   use_global [fork|spawn|forkserver]
+//   use_global [fork|spawn|forkserver|mpi]   (mpi: a worker rank is another run of this program, as under spawn)
 #include "seed_plugins.hpp"
 
 PluginRegistry* registry = nullptr;  // filled in by main, in the main process only

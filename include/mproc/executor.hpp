@@ -12,7 +12,7 @@ namespace mproc {
 
 /// Python's ProcessPoolExecutor keyword arguments.
 struct ExecutorOptions {
-  /// Empty: cpu_count().
+  /// Empty: cpu_count() (the mpi context: every free worker rank; see mproc/mpi.hpp).
   std::optional<int> max_workers{};
   /// Empty: the start method in force.
   std::optional<Context> mp_context{};

@@ -44,7 +44,7 @@ Call call(F&& f, Args&&... args) {
 
 /// Python's Pool keyword arguments, plus what Python lacks.
 struct PoolOptions {
-  /// Empty: cpu_count().
+  /// Empty: cpu_count() (the mpi context: every free worker rank; see mproc/mpi.hpp).
   std::optional<int> processes{};
   /// Run once in each worker (and each replacement) before its first task. Its arguments may
   /// hold shared objects with descriptors (Value, Array, Lock, Queue, Connection) under every

@@ -8,6 +8,7 @@
 
 #include "mproc/detail/pool_core.hpp"
 #include "mproc/errors.hpp"
+#include "process_state.hpp"
 #include "util/auth.hpp"
 
 namespace mproc::detail::mpi {
@@ -95,6 +96,8 @@ std::unique_ptr<PoolCore> start_local(const Attach& a, Attached& reply) {
     return nullptr;
   }
   set_authkey(a.authkey);  // rank 0's functions are tagged with it
+  // What get_start_method() says in a task: the program's method, not the local pool's.
+  adopt_start_method_setting(static_cast<int>(Method::mpi));
   PoolConfig cfg;
   cfg.processes = 1;
   // Not fork: an MPI rank has threads of MPI's own (a fork could deadlock on a lock one held), and
