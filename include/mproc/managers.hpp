@@ -50,7 +50,7 @@ class BaseProxy {
   R call_(std::string_view method, const A&... a) const { return detail::mgr::call<R>(ref(), method, a...); }
   template <class T>
   static std::string blob(const T& v) { return detail::mgr::blob(v); }
-  static double wire(std::optional<seconds> timeout) { return timeout ? timeout->count() : -1.0; }
+  static double wire(std::optional<seconds> timeout, const char* call) { return detail::mgr::wire_timeout(timeout, call); }
   std::shared_ptr<detail::mgr::ObjectRef> ref_;
 };
 
@@ -173,8 +173,8 @@ template <class T>
 class QueueProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  void put(const T& v, bool block = true, std::optional<seconds> timeout = {}) { call_("put", blob(v), block, wire(timeout)); }
-  T get(bool block = true, std::optional<seconds> timeout = {}) { return call_<T>("get", block, wire(timeout)); }
+  void put(const T& v, bool block = true, std::optional<seconds> timeout = {}) { call_("put", blob(v), block, wire(timeout, "QueueProxy.put")); }
+  T get(bool block = true, std::optional<seconds> timeout = {}) { return call_<T>("get", block, wire(timeout, "QueueProxy.get")); }
   void put_nowait(const T& v) { put(v, false); }
   T get_nowait() { return get(false); }
   std::size_t qsize() const { return call_<std::uint64_t>("qsize"); }
@@ -193,7 +193,7 @@ using JoinableQueueProxy = QueueProxy<T>;
 class AcquirerProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  bool acquire(bool blocking = true, std::optional<seconds> timeout = {}) { return call_<bool>("acquire", blocking, wire(timeout)); }
+  bool acquire(bool blocking = true, std::optional<seconds> timeout = {}) { return call_<bool>("acquire", blocking, wire(timeout, "AcquirerProxy.acquire")); }
   void release() { call_("release"); }
   /// Lock/RLock: whether someone holds it. Semaphores: whether the value is 0.
   bool locked() const { return call_<bool>("locked"); }
@@ -211,7 +211,7 @@ class ConditionProxy : public AcquirerProxy {
   using AcquirerProxy::AcquirerProxy;
   /// Releases the lock, waits for a notify (or the timeout), takes the lock back. True unless
   /// it timed out. RuntimeError when this thread does not hold the lock.
-  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", wire(timeout)); }
+  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", wire(timeout, "ConditionProxy.wait")); }
   /// Python's wait_for: predicate() is evaluated here, under the lock.
   template <class P>
   bool wait_for(P predicate, std::optional<seconds> timeout = std::nullopt);
@@ -226,7 +226,7 @@ class EventProxy : public BaseProxy {
   void set() { call_("set"); }
   void clear() { call_("clear"); }
   bool is_set() const { return call_<bool>("is_set"); }
-  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", wire(timeout)); }
+  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", wire(timeout, "EventProxy.wait")); }
 };
 
 /// Python: BarrierProxy (manager.Barrier(parties, timeout)). A party whose process dies while
@@ -234,7 +234,7 @@ class EventProxy : public BaseProxy {
 class BarrierProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  std::int64_t wait(std::optional<seconds> timeout = std::nullopt) { return call_<std::int64_t>("wait", wire(timeout)); }
+  std::int64_t wait(std::optional<seconds> timeout = std::nullopt) { return call_<std::int64_t>("wait", wire(timeout, "BarrierProxy.wait")); }
   void abort() { call_("abort"); }
   void reset() { call_("reset"); }
   std::int64_t parties() const { return call_<std::int64_t>("parties"); }
@@ -320,6 +320,8 @@ class BaseManager {
 
  protected:
   std::shared_ptr<detail::mgr::ObjectRef> create_ref(std::string_view typeid_, std::uint64_t type, const std::string& args);
+  std::shared_ptr<detail::mgr::ObjectRef> create_registered(std::string_view typeid_, std::uint64_t type,
+                                                            std::string_view type_name, const std::string& args);
   void add_registration(const std::string& name, std::uint64_t type, detail::CodeRef ref, detail::mgr::TypeOpsFn local,
                         std::string factory);
   struct Impl;

@@ -22,6 +22,7 @@ struct BaseManager::Impl {
   struct Registration {
     std::string name;
     std::uint64_t type;
+    std::string type_name;  // for create<T>'s messages
     detail::CodeRef ref;
     detail::mgr::TypeOpsFn local;
     std::string factory;  // its code identity (save_target), empty when there is none to send
@@ -66,7 +67,16 @@ BaseManager::~BaseManager() {
 void BaseManager::add_registration(const std::string& name, std::uint64_t type, detail::CodeRef ref,
                                    detail::mgr::TypeOpsFn local, std::string factory) {
   if (impl_->process) throw ProcessError("register_type() after start(): the server would not know '" + name + "'");
-  impl_->registrations.push_back({name, type, ref, local, std::move(factory)});
+  // Python's register replaces silently; with typed factories and proxies a second type under
+  // one name would make create<T> of the first fail far from the cause, so it is refused here.
+  if (detail::mgr::is_builtin_typeid(name))
+    throw Error("register_type(\"" + name + "\"): '" + name +
+                "' is the typeid of a built-in manager type (SyncManager's); register under another name");
+  for (const auto& r : impl_->registrations)
+    if (r.name == name)
+      throw Error("register_type(\"" + name + "\"): '" + name + "' is registered already (for " + r.type_name +
+                  "); each typeid names one type");
+  impl_->registrations.push_back({name, type, std::string(local()->name), ref, local, std::move(factory)});
 }
 
 void BaseManager::start() {
@@ -159,7 +169,32 @@ std::size_t BaseManager::number_of_objects() const {
 std::shared_ptr<detail::mgr::ObjectRef> BaseManager::create_ref(std::string_view typeid_, std::uint64_t type,
                                                                 const std::string& args) {
   if (!impl_->endpoint) throw ProcessError("the manager is neither started nor connected: call start() or connect()");
-  return detail::mgr::create(impl_->endpoint, typeid_, type, args);
+  return detail::mgr::create(impl_->endpoint, typeid_, type, args, typeid_);
+}
+
+std::shared_ptr<detail::mgr::ObjectRef> BaseManager::create_registered(std::string_view typeid_, std::uint64_t type,
+                                                                       std::string_view type_name, const std::string& args) {
+  const std::string name(typeid_);
+  const std::string what = "create<" + std::string(type_name) + ">(\"" + name + "\")";
+  // Checked here, before any bytes go: a built-in or another type's name would otherwise make
+  // an object the proxy cannot talk to.
+  if (detail::mgr::is_builtin_typeid(typeid_))
+    throw TypeMismatchError(what + ": '" + name + "' is a built-in manager type (SyncManager's " + name +
+                            "), not a registered type, so it cannot make a " + std::string(type_name));
+  bool known = false;
+  for (const auto& r : impl_->registrations)
+    if (r.name == typeid_) {
+      if (r.type != type)
+        throw TypeMismatchError(what + ": '" + name + "' is registered for " + r.type_name + ", not for " +
+                                std::string(type_name));
+      known = true;
+    }
+  // A server this manager started has exactly its registrations; one it connected to may have
+  // others (a client need not register anything), so that server answers.
+  if (!known && impl_->process)
+    throw KeyError(what + ": no type is registered as '" + name + "' (register_type it before start())");
+  if (!impl_->endpoint) throw ProcessError("the manager is neither started nor connected: call start() or connect()");
+  return detail::mgr::create(impl_->endpoint, typeid_, type, args, what);
 }
 
 // ------------------------------------------------------------------------------ SyncManager
@@ -193,7 +228,7 @@ EventProxy SyncManager::Event() { return EventProxy(create_ref("Event", detail::
 BarrierProxy SyncManager::Barrier(std::int64_t parties, std::optional<seconds> timeout) {
   std::string args;
   detail::encode(args, parties);
-  detail::encode(args, timeout ? timeout->count() : -1.0);
+  detail::encode(args, detail::mgr::wire_timeout(timeout, "SyncManager.Barrier"));
   return BarrierProxy(create_ref("Barrier", detail::type_fingerprint<BarrierProxy>(), args));
 }
 

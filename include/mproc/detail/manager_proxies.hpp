@@ -189,19 +189,22 @@ Proxy<T> BaseManager::create(const std::string& typeid_, A&&... args) {
   detail::OutArchive ar(encoded);
   ar(detail::type_fingerprint<std::tuple<detail::mgr::create_arg_t<A>...>>());
   (detail::save_value(ar, detail::mgr::create_arg_t<A>(std::forward<A>(args))), ...);
-  return Proxy<T>(create_ref(typeid_, detail::type_fingerprint<T>(), encoded));
+  return Proxy<T>(create_registered(typeid_, detail::type_fingerprint<T>(), detail::type_name<T>(), encoded));
 }
 
 // ------------------------------------------------------------------------------ Condition
 
 template <class P>
 bool ConditionProxy::wait_for(P predicate, std::optional<seconds> timeout) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                          timeout.value_or(seconds(0)));
+  // Checked before the deadline is computed: NaN or a huge timeout would overflow the clock.
+  const double t = wire(timeout, "ConditionProxy.wait_for");
+  const bool limited = t >= 0 && t < 1e9;  // beyond ~30 years: no deadline, as on the server
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(seconds(limited ? t : 0.0));
   bool result = predicate();
   while (!result) {
     std::optional<seconds> left;
-    if (timeout) {
+    if (limited) {
       left = std::chrono::duration<double>(deadline - std::chrono::steady_clock::now());
       if (left->count() <= 0) break;
     }

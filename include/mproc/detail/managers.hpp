@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -50,6 +51,12 @@ struct Payload {
   std::size_t size() const { return buf.size() - 1; }
 };
 
+/// A proxy call's timeout as the server reads it (a negative number: none), under the rules of
+/// detail/timeout.hpp, so a manager Lock waits as a local one would: NaN throws
+/// std::invalid_argument naming `call`, a negative timeout becomes 0 (the server would read it
+/// as none), +inf none.
+double wire_timeout(std::optional<std::chrono::duration<double>> timeout, const char* call);
+
 /// A request's arguments are appended to a string that starts with the request header; the
 /// reply's payload is what the server encoded.
 std::string begin_call(const ObjectRef& ref, std::string_view method);
@@ -59,9 +66,9 @@ std::string begin_call(const ObjectRef& ref, std::string_view method);
 Payload finish_call(ObjectRef& ref, std::string& request, std::string_view method);
 
 /// Creates an object of `typeid` with the encoded arguments; the reference belongs to this
-/// process's session.
+/// process's session. `what` names the request in errors.
 std::shared_ptr<ObjectRef> create(const std::shared_ptr<Endpoint>& ep, std::string_view typeid_, std::uint64_t type,
-                                  const std::string& args);
+                                  const std::string& args, std::string_view what);
 /// The object a registered method returned (its id; the calling thread's connection holds its
 /// reference): the reference moves to this process's session.
 std::shared_ptr<ObjectRef> adopt_returned(ObjectRef& parent, std::uint64_t id, std::uint64_t type);
