@@ -75,7 +75,8 @@ std::vector<std::string> seeds() {
       sequence({request(mgr::Op::create, std::string("Value"), kType, std::string(8, '\0')), call(1, "get"),
                 request(mgr::Op::create, std::string("Array"), kType, std::uint64_t{4}, std::string(16, '\2')),
                 call(2, "len")}),
-      sequence({create("Namespace"), call(1, "set", std::string("x"), std::string("1")), call(1, "get", std::string("x"))}),
+      sequence({create("Namespace"), call(1, "set", std::string("x"), std::uint64_t{5}, std::string("1")),
+                call(1, "get", std::string("x"), std::uint64_t{5})}),  // name, value type, value
       sequence({request(mgr::Op::create, std::string("JoinableQueue"), kType, std::int64_t{2}, true),
                 call(1, "put", std::string("i"), true, 1.0), call(1, "get", false, 0.0), call(1, "task_done"),
                 call(1, "qsize")}),
