@@ -20,7 +20,28 @@
 #include "mproc/detail/callable.hpp"
 #include "mproc/detail/serialize.hpp"
 
+namespace mproc {
+class BaseManager;
+}
+
 namespace mproc::detail::mgr {
+
+struct ObjectRef;
+struct TypeOps;
+using TypeOpsFn = const TypeOps* (*)();
+
+/// What the templates of BaseManager and SyncManager (detail/manager_proxies.hpp) need of a
+/// manager, kept out of its public class.
+struct ManagerAccess {
+  /// A built-in object (SyncManager's creators).
+  static std::shared_ptr<ObjectRef> create(BaseManager& m, std::string_view typeid_, std::uint64_t type,
+                                           const std::string& args);
+  /// An object of a registered type: the typeid is checked against T (type, type_name) first.
+  static std::shared_ptr<ObjectRef> create_registered(BaseManager& m, std::string_view typeid_, std::uint64_t type,
+                                                      std::string_view type_name, const std::string& args);
+  static void add_registration(BaseManager& m, const std::string& name, std::uint64_t type, CodeRef ref, TypeOpsFn local,
+                               std::string factory);
+};
 
 /// Where a manager server is, and the key that opens it. Shared by every proxy of that server
 /// in this process; owns the process's connections to it (one per thread for calls, one
@@ -228,7 +249,6 @@ struct TypeOps {
   CreateFn create;
   std::vector<std::pair<std::string_view, MethodFn>> methods;
 };
-using TypeOpsFn = const TypeOps* (*)();
 
 template <auto M>
 constexpr std::string_view method_name() {
