@@ -254,6 +254,18 @@ TEST_F(ManagerRequests, RequestsBeforeTheHelloAreVersionErrorsAndChangeNothing) 
   sut.close_session(fresh);
 }
 
+// register_type refuses the names in kBuiltinTypeids because the server makes those itself:
+// each must be one it knows (made, or refused for its missing arguments, never "no typeid").
+TEST_F(ManagerRequests, EveryNameRegisterTypeRefusesAsBuiltinIsOneTheServerMakes) {
+  for (std::string_view name : mgr::kBuiltinTypeids) {
+    Reply r = send(request(mgr::Op::create, std::string(name), std::uint64_t{90}));
+    EXPECT_FALSE(r.status == 1 && r.code == mgr::Err::key) << name << ": " << r.message;
+  }
+  Reply r = send(request(mgr::Op::create, std::string("Dict"), std::uint64_t{90}));  // names are exact
+  EXPECT_EQ(r.code, mgr::Err::key) << r.message;
+  EXPECT_NE(r.message.find("no typeid 'Dict'"), std::string::npos) << r.message;
+}
+
 TEST_F(ManagerRequests, RandomBytesAndMutatedRequestsNeverCrashTheDecoder) {
   auto d = create("dict", dict_type);
   const std::uint64_t types[] = {dict_type, 70, 71, 72};

@@ -62,9 +62,9 @@ inline std::string version_mismatch(std::uint32_t client, std::uint32_t server) 
 
 /// The typeids every server makes itself (SyncManager's types). register_type refuses them:
 /// the server looks registered types up first, so one of these names would hide a built-in.
-inline constexpr std::string_view kBuiltinTypeids[] = {"dict",      "list",          "Namespace", "Value",   "Array",
-                                                       "Queue",     "JoinableQueue", "Lock",      "RLock",   "Semaphore",
-                                                       "BoundedSemaphore", "Condition", "Event", "Barrier"};
+inline constexpr std::string_view kBuiltinTypeids[] = {
+    "dict", "list",  "Namespace", "Value",            "Array",     "Queue", "JoinableQueue",
+    "Lock", "RLock", "Semaphore", "BoundedSemaphore", "Condition", "Event", "Barrier"};
 inline bool is_builtin_typeid(std::string_view name) {
   return std::find(std::begin(kBuiltinTypeids), std::end(kBuiltinTypeids), name) != std::end(kBuiltinTypeids);
 }
