@@ -1,5 +1,6 @@
 // The manager's request decoder (src/managers/dispatch.hpp) fed bytes directly, as a fuzz
-// target feeds it: truncated, garbage, unknown and ill-typed requests get an error reply,
+// target feeds it: the version hello comes first (anything before it, or another version, is a
+// version error); truncated, garbage, unknown and ill-typed requests get an error reply,
 // blocking calls with no client end the exchange instead of hanging, and a session's locks and
 // references go when it closes. No sockets, no processes: what reaches the decoder is exactly
 // what the test wrote.

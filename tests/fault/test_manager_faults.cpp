@@ -2,8 +2,8 @@
 // fails with ConnectionError instead of hanging), a client killed in the middle of calls (the
 // server goes on, the client's locks and references are released, a queue item it was
 // waiting for is not lost), and hostile bytes on the manager socket (garbage, unknown
-// requests, methods and objects, wrong types, forged functions): an error reply or a closed
-// connection, never a crash.
+// requests, methods and objects, wrong types, forged functions, another protocol version on
+// either side): an error reply or a closed connection, never a crash.
 #include <gtest/gtest.h>
 #include <mproc/managers.hpp>
 #include <mproc/mproc.hpp>
