@@ -1,11 +1,11 @@
 // Manager requests (managers/protocol.hpp) as the server reads them from a client's socket:
-// create, call (every built-in object's methods and their arguments), incref, decref, info,
-// shutdown. Each input gets a fresh server (so object ids start at 1 and a create can be
-// followed by calls on it) and one client connection; the input is a sequence of requests, each
-// [length: u16 little-endian][request bytes], sent one at a time, each answer awaited before the
-// next (a request that blocks, such as a get on an empty queue, ends the input: the connection
-// closes and the server must let the call go). Whatever the bytes, the server must answer with
-// a reply or close the connection: no crash, no leak, no hang.
+// the version hello, create, call (every built-in object's methods and their arguments),
+// incref, decref, info, shutdown. Each input gets a fresh server (so object ids start at 1 and
+// a create can be followed by calls on it) and one client connection; the input is a sequence
+// of requests, each [length: u16 little-endian][request bytes], sent one at a time, each answer
+// awaited before the next (a request that blocks, such as a get on an empty queue, ends the
+// input: the connection closes and the server must let the call go). Whatever the bytes, the
+// server must answer with a reply or close the connection: no crash, no leak, no hang.
 #include <poll.h>
 #include <unistd.h>
 
@@ -48,13 +48,18 @@ std::string call(std::uint64_t id, const char* method, const A&... args) {
   return out;
 }
 
+void append_framed(std::string& out, const std::string& r) {
+  auto len = static_cast<std::uint16_t>(r.size());
+  out.append(reinterpret_cast<const char*>(&len), sizeof len);
+  out += r;
+}
+
+// Every seed opens with the version hello, as a real client does: without it the server
+// answers each request with a version error and the fuzzer would not get past that check.
 std::string sequence(const std::vector<std::string>& requests) {
   std::string out;
-  for (const auto& r : requests) {
-    auto len = static_cast<std::uint16_t>(r.size());
-    out.append(reinterpret_cast<const char*>(&len), sizeof len);
-    out += r;
-  }
+  append_framed(out, request(mgr::Op::hello, mgr::kProtocolVersion));
+  for (const auto& r : requests) append_framed(out, r);
   return out;
 }
 
@@ -70,7 +75,8 @@ std::vector<std::string> seeds() {
       sequence({request(mgr::Op::create, std::string("Value"), kType, std::string(8, '\0')), call(1, "get"),
                 request(mgr::Op::create, std::string("Array"), kType, std::uint64_t{4}, std::string(16, '\2')),
                 call(2, "len")}),
-      sequence({create("Namespace"), call(1, "set", std::string("x"), std::string("1")), call(1, "get", std::string("x"))}),
+      sequence({create("Namespace"), call(1, "set", std::string("x"), std::uint64_t{5}, std::string("1")),
+                call(1, "get", std::string("x"), std::uint64_t{5})}),  // name, value type, value
       sequence({request(mgr::Op::create, std::string("JoinableQueue"), kType, std::int64_t{2}, true),
                 call(1, "put", std::string("i"), true, 1.0), call(1, "get", false, 0.0), call(1, "task_done"),
                 call(1, "qsize")}),

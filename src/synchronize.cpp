@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <stdexcept>
 #include <string>
 
 #include "os/futex.hpp"
@@ -12,6 +13,12 @@
 
 namespace mproc {
 namespace detail {
+
+void throw_nan_timeout(const char* call) {
+  throw std::invalid_argument(std::string(call) +
+                              "(): timeout is NaN (not a number); give seconds, or std::nullopt to wait without a deadline");
+}
+
 namespace {
 
 os::Deadline deadline_of(std::optional<seconds> timeout) noexcept {
@@ -90,6 +97,7 @@ Semaphore::Semaphore(int value, bool bounded) {
 BoundedSemaphore::BoundedSemaphore(int value) : Semaphore(value, true) {}
 
 bool Semaphore::acquire(bool block, std::optional<seconds> timeout) const {
+  detail::check_timeout(timeout, "Semaphore.acquire");
   auto& s = *s_;
   if (detail::take_one(s.value)) return true;
   if (!block) return false;
@@ -161,6 +169,7 @@ Condition::Condition(const RLock& lock)
     : MutexHandle(lock), cblock_(condition_block()), c_(detail::state_of<detail::ConditionState>(*cblock_)) {}
 
 bool Condition::wait(std::optional<seconds> timeout) const {
+  detail::check_timeout(timeout, "Condition.wait");
   if (!detail::mutex_is_mine(*m_)) throw RuntimeError("cannot wait on un-acquired lock: acquire the Condition first");
   const auto deadline = detail::deadline_of(timeout);
   auto& c = *c_;
@@ -242,6 +251,7 @@ void Event::set() const {
 void Event::clear() const { e_->word.fetch_and(~1u); }
 
 bool Event::wait(std::optional<seconds> timeout) const {
+  detail::check_timeout(timeout, "Event.wait");
   auto& e = *e_;
   const std::uint32_t start = e.word.load();
   if (start & 1u) return true;

@@ -1,5 +1,6 @@
 // The manager's request decoder (src/managers/dispatch.hpp) fed bytes directly, as a fuzz
-// target feeds it: truncated, garbage, unknown and ill-typed requests get an error reply,
+// target feeds it: the version hello comes first (anything before it, or another version, is a
+// version error); truncated, garbage, unknown and ill-typed requests get an error reply,
 // blocking calls with no client end the exchange instead of hanging, and a session's locks and
 // references go when it closes. No sockets, no processes: what reaches the decoder is exactly
 // what the test wrote.
@@ -38,13 +39,24 @@ struct Reply {
   std::string payload;
 };
 
-// A dispatcher with one session, for requests in byte form.
+std::string hello(std::uint32_t version = mgr::kProtocolVersion) { return request(mgr::Op::hello, version); }
+
+// A dispatcher with one session (greeted with the version hello, as every client opens), for
+// requests in byte form.
 class ManagerRequests : public ::testing::Test {
  protected:
-  Reply send(const std::string& bytes) {
+  ManagerRequests() { greet(session); }
+  // What a client does first on each connection.
+  void greet(mgr::Session& s) {
+    std::string h = hello(), out;
+    ASSERT_EQ(sut.handle(s, h.data(), h.size(), out), mgr::Outcome::reply);
+    ASSERT_EQ(out.at(0), '\0') << "the hello was refused";
+  }
+  Reply send(const std::string& bytes) { return send_on(session, bytes); }
+  Reply send_on(mgr::Session& s, const std::string& bytes) {
     std::string out;
     Reply r;
-    r.outcome = sut.handle(session, bytes.data(), bytes.size(), out);
+    r.outcome = sut.handle(s, bytes.data(), bytes.size(), out);
     if (r.outcome == mgr::Outcome::close) return r;
     EXPECT_FALSE(out.empty());
     r.status = static_cast<unsigned char>(out[0]);
@@ -174,6 +186,7 @@ TEST_F(ManagerRequests, ShutdownAndInfoAreAnswered) {
 TEST_F(ManagerRequests, ClosingASessionReleasesItsLocksAndReferences) {
   const std::uint64_t lock_type = 78;
   auto other = sut.open_session();
+  greet(other);
   auto lock = create("Lock", lock_type);
   std::string out;
   std::string incref = request(mgr::Op::incref, lock);
@@ -184,6 +197,7 @@ TEST_F(ManagerRequests, ClosingASessionReleasesItsLocksAndReferences) {
   EXPECT_EQ(out, std::string("\0\0", 2));  // held by the first session
   sut.close_session(session);
   session = sut.open_session();
+  greet(session);
   EXPECT_EQ(sut.number_of_objects(), 1u);  // the other session still holds it
   ASSERT_EQ(sut.handle(other, try_lock.data(), try_lock.size(), out), mgr::Outcome::reply);
   EXPECT_EQ(out, std::string("\0\1", 2));  // released with the session that held it
@@ -192,12 +206,65 @@ TEST_F(ManagerRequests, ClosingASessionReleasesItsLocksAndReferences) {
 
 TEST_F(ManagerRequests, ADecrefOfAReferenceTheSessionDoesNotHoldIsIgnored) {
   auto other = sut.open_session();
+  greet(other);
   auto id = create("dict", dict_type);
   std::string out;
   std::string decref = request(mgr::Op::decref, id);
   ASSERT_EQ(sut.handle(other, decref.data(), decref.size(), out), mgr::Outcome::reply);
   EXPECT_EQ(sut.number_of_objects(), 1u);
   sut.close_session(other);
+}
+
+TEST_F(ManagerRequests, TheHelloIsAnsweredWithTheServersProtocolVersion) {
+  auto fresh = sut.open_session();
+  Reply r = send_on(fresh, hello());
+  ASSERT_EQ(r.status, 0) << r.message;
+  EXPECT_EQ(mproc::detail::decode<std::uint32_t>(r.payload.data(), r.payload.size()), mgr::kProtocolVersion);
+  EXPECT_EQ(send_on(fresh, request(mgr::Op::info)).status, 0);  // and the session is served
+  sut.close_session(fresh);
+}
+
+TEST_F(ManagerRequests, AHelloOfAnotherVersionIsAVersionErrorNamingBothVersions) {
+  auto fresh = sut.open_session();
+  Reply r = send_on(fresh, hello(999));
+  ASSERT_EQ(r.status, 1);
+  EXPECT_EQ(r.code, mgr::Err::version);
+  EXPECT_NE(r.message.find("manager protocol version 999, server speaks " + std::to_string(mgr::kProtocolVersion)),
+            std::string::npos)
+      << r.message;
+  r = send_on(fresh, request(mgr::Op::create, std::string("dict"), dict_type));  // still not served
+  EXPECT_EQ(r.code, mgr::Err::version) << r.message;
+  sut.close_session(fresh);
+}
+
+TEST_F(ManagerRequests, RequestsBeforeTheHelloAreVersionErrorsAndChangeNothing) {
+  auto fresh = sut.open_session();
+  for (const auto& req : {request(mgr::Op::create, std::string("dict"), dict_type), request(mgr::Op::info),
+                          request(mgr::Op::shutdown)}) {
+    Reply r = send_on(fresh, req);
+    ASSERT_EQ(r.outcome, mgr::Outcome::reply);  // not even a shutdown is obeyed
+    ASSERT_EQ(r.status, 1);
+    EXPECT_EQ(r.code, mgr::Err::version);
+    // What a version-1 client (which has no hello) is told.
+    EXPECT_NE(r.message.find("manager protocol version 1, server speaks " + std::to_string(mgr::kProtocolVersion)),
+              std::string::npos)
+        << r.message;
+    EXPECT_NE(r.message.find("before the version hello"), std::string::npos) << r.message;
+  }
+  EXPECT_EQ(sut.number_of_objects(), 0u);
+  sut.close_session(fresh);
+}
+
+// register_type refuses the names in kBuiltinTypeids because the server makes those itself:
+// each must be one it knows (made, or refused for its missing arguments, never "no typeid").
+TEST_F(ManagerRequests, EveryNameRegisterTypeRefusesAsBuiltinIsOneTheServerMakes) {
+  for (std::string_view name : mgr::kBuiltinTypeids) {
+    Reply r = send(request(mgr::Op::create, std::string(name), std::uint64_t{90}));
+    EXPECT_FALSE(r.status == 1 && r.code == mgr::Err::key) << name << ": " << r.message;
+  }
+  Reply r = send(request(mgr::Op::create, std::string("Dict"), std::uint64_t{90}));  // names are exact
+  EXPECT_EQ(r.code, mgr::Err::key) << r.message;
+  EXPECT_NE(r.message.find("no typeid 'Dict'"), std::string::npos) << r.message;
 }
 
 TEST_F(ManagerRequests, RandomBytesAndMutatedRequestsNeverCrashTheDecoder) {

@@ -9,8 +9,12 @@
 
 #include <sys/wait.h>
 
+#include <cmath>
 #include <cstdio>
+#include <limits>
 #include <mutex>
+#include <stdexcept>
+#include <typeinfo>
 #include <string>
 #include <thread>
 #include <vector>
@@ -82,6 +86,23 @@ std::vector<mproc::Process> start_n(const mproc::Context& ctx, int n, F f, A... 
 
 int twice(int v) { return v * 2; }
 std::string shout(std::string s) { return s + "!"; }
+
+// Each asserts the exact type (not only a base) and that the message names the cause.
+template <class E, class F>
+std::string message_of(F f) {
+  try {
+    f();
+  } catch (const E& e) {
+    EXPECT_EQ(typeid(e), typeid(E)) << e.what();
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "another exception: " << typeid(e).name() << ": " << e.what();
+    return {};
+  }
+  ADD_FAILURE() << "no exception";
+  return {};
+}
+bool has(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 // ------------------------------------------------------------------ one process, every type
 
@@ -509,6 +530,86 @@ TEST_P(ManagerTest, ProxyTravelsThroughAConnectionAndObjectsAreReleasedAfterChil
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, ManagerTest, ::testing::Values("fork", "spawn", "forkserver"));
 
+// ------------------------------------------------------------------ timeouts, read as local objects read them
+
+TEST(ManagerTimeouts, NaNTimeoutsAreInvalidArgumentsNamingTheCallAndNothingIsSent) {
+  auto m = mproc::Manager();
+  const auto nan = seconds(std::nan(""));
+  auto lock = m.Lock();
+  auto sem = m.Semaphore(1);
+  auto cond = m.Condition();
+  auto ev = m.Event();
+  auto barrier = m.Barrier(1);
+  auto q = m.Queue<int>();
+  const std::size_t objects = m.number_of_objects();
+  auto check = [](const std::string& call, auto f) {
+    std::string msg = message_of<std::invalid_argument>(f);
+    EXPECT_TRUE(has(msg, call + "(): timeout is NaN")) << msg;
+  };
+  check("AcquirerProxy.acquire", [&] { lock.acquire(true, nan); });
+  check("AcquirerProxy.acquire", [&] { sem.acquire(true, nan); });
+  check("ConditionProxy.wait", [&] { cond.wait(nan); });
+  check("ConditionProxy.wait_for", [&] { cond.wait_for([] { return true; }, nan); });
+  check("EventProxy.wait", [&] { ev.wait(nan); });
+  check("BarrierProxy.wait", [&] { barrier.wait(nan); });
+  check("QueueProxy.put", [&] { q.put(1, true, nan); });
+  check("QueueProxy.get", [&] { q.get(true, nan); });
+  check("SyncManager.Barrier", [&] { m.Barrier(2, nan); });
+  EXPECT_FALSE(lock.locked());  // none of them reached the server
+  EXPECT_EQ(sem.get_value(), 1);
+  EXPECT_EQ(q.qsize(), 0u);
+  EXPECT_EQ(m.number_of_objects(), objects);
+}
+
+// The server reads a negative number as "no timeout": before the client mapped them, these
+// waited forever where a local Lock returns at once.
+TEST(ManagerTimeouts, NegativeTimeoutsWaitNotAtAllAsForLocalObjects) {
+  auto m = mproc::Manager();
+  auto lock = m.Lock();
+  auto sem = m.Semaphore(0);
+  auto cond = m.Condition();
+  auto ev = m.Event();
+  auto q = m.Queue<int>(1);
+  ASSERT_TRUE(lock.acquire());  // held by this thread
+  for (double t : {-1.0, -std::numeric_limits<double>::infinity()}) {
+    std::thread other([&] { EXPECT_FALSE(lock.acquire(true, seconds(t))) << t; });
+    other.join();
+    EXPECT_FALSE(sem.acquire(true, seconds(t))) << t;
+    EXPECT_FALSE(ev.wait(seconds(t))) << t;
+    ASSERT_TRUE(cond.acquire());
+    EXPECT_FALSE(cond.wait(seconds(t))) << t;
+    EXPECT_FALSE(cond.wait_for([] { return false; }, seconds(t))) << t;
+    cond.release();
+    EXPECT_THROW(q.get(true, seconds(t)), mproc::queue::Empty) << t;
+    q.put(1);
+    EXPECT_THROW(q.put(2, true, seconds(t)), mproc::queue::Full) << t;
+    EXPECT_EQ(q.get(), 1);
+    auto barrier = m.Barrier(2);
+    EXPECT_THROW(barrier.wait(seconds(t)), mproc::BrokenBarrierError) << t;
+  }
+  lock.release();
+}
+
+TEST(ManagerTimeouts, InfiniteOrHugeTimeoutsWaitWithoutADeadline) {
+  auto m = mproc::Manager();
+  auto q = m.Queue<int>();
+  auto ev = m.Event();
+  auto cond = m.Condition();
+  for (double t : {std::numeric_limits<double>::infinity(), 1e300}) {
+    std::thread other([&] {
+      q.put(7);
+      ev.set();
+    });
+    EXPECT_EQ(q.get(true, seconds(t)), 7) << t;
+    EXPECT_TRUE(ev.wait(seconds(t))) << t;
+    other.join();
+    ev.clear();
+    ASSERT_TRUE(cond.acquire());
+    EXPECT_TRUE(cond.wait_for([] { return true; }, seconds(t))) << t;  // no deadline overflows the clock
+    cond.release();
+  }
+}
+
 // ------------------------------------------------------------------ BaseManager, register_type
 
 TEST(BaseManagerTest, RegisteredTypeIsCreatedAndCalledOnTheServer) {
@@ -529,6 +630,75 @@ TEST(BaseManagerTest, RegisteredTypeIsCreatedAndCalledOnTheServer) {
   EXPECT_THROW(m.create<Counter>("NoSuchType"), mproc::Error);
   EXPECT_THROW(m.create<int>("Counter"), mproc::TypeMismatchError);
   m.shutdown();
+}
+
+TEST(BaseManagerTest, RegisteringATypeidTwiceIsAnErrorNamingItAndTheFirstType) {
+  mproc::BaseManager sut;
+  sut.register_type<Counter, &Counter::add>("Counter");
+  std::string msg = message_of<mproc::Error>([&] { sut.register_type<Account, &Account::deposit>("Counter"); });
+  EXPECT_TRUE(has(msg, "'Counter' is registered already (for Counter)")) << msg;
+  msg = message_of<mproc::Error>([&] { sut.register_type<Counter, &Counter::add>("Counter"); });  // even the same type
+  EXPECT_TRUE(has(msg, "'Counter' is registered already")) << msg;
+  sut.register_type<Counter, &Counter::add>("Counter2");  // one type under two names is fine
+}
+
+TEST(BaseManagerTest, RegisteringABuiltinTypeidIsAnErrorNamingIt) {
+  mproc::SyncManager sut;
+  std::string msg = message_of<mproc::Error>([&] { sut.register_type<Counter, &Counter::add>("dict"); });
+  EXPECT_TRUE(has(msg, "'dict' is the typeid of a built-in manager type")) << msg;
+}
+
+// create<T>: checks the manager can make before a byte is sent (here the manager is neither
+// started nor connected, which would be a ProcessError after the checks).
+TEST(BaseManagerTest, CreateOfABuiltinTypeidIsATypeMismatchNamingBothBeforeAnythingIsSent) {
+  mproc::BaseManager sut;
+  std::string msg = message_of<mproc::TypeMismatchError>([&] { sut.create<Counter>("dict"); });
+  EXPECT_TRUE(has(msg, "create<Counter>(\"dict\")")) << msg;
+  EXPECT_TRUE(has(msg, "'dict' is a built-in manager type")) << msg;
+}
+
+TEST(BaseManagerTest, CreateOfAnotherTypeThanRegisteredIsATypeMismatchNamingBothBeforeAnythingIsSent) {
+  mproc::BaseManager sut;
+  sut.register_type<Counter, &Counter::add>("Counter");
+  std::string msg = message_of<mproc::TypeMismatchError>([&] { sut.create<Account>("Counter"); });
+  EXPECT_TRUE(has(msg, "create<Account>(\"Counter\")")) << msg;
+  EXPECT_TRUE(has(msg, "registered for Counter, not for Account")) << msg;
+  sut.start();
+  msg = message_of<mproc::TypeMismatchError>([&] { sut.create<Account>("Counter"); });
+  EXPECT_TRUE(has(msg, "registered for Counter, not for Account")) << msg;
+  EXPECT_EQ(sut.number_of_objects(), 0u);
+}
+
+TEST(BaseManagerTest, CreateOfAnUnknownTypeidIsAKeyErrorNamingIt) {
+  mproc::BaseManager sut;
+  sut.register_type<Counter, &Counter::add>("Counter");
+  sut.start();
+  std::string msg = message_of<mproc::KeyError>([&] { sut.create<Counter>("Nope"); });
+  EXPECT_TRUE(has(msg, "create<Counter>(\"Nope\")")) << msg;
+  EXPECT_TRUE(has(msg, "no type is registered as 'Nope'")) << msg;
+  EXPECT_EQ(sut.number_of_objects(), 0u);
+}
+
+// A connected client need not register anything, so the server is the one that knows: its
+// answers name the typeid, the type registered there and the type the client asked for.
+TEST(BaseManagerTest, CreateThroughAConnectedManagerGetsTheServersAnswerNamingTheTypes) {
+  mproc::BaseManager owner({.address = mproc::connection::Address("127.0.0.1", 0), .authkey = std::string("key")});
+  owner.register_type<Counter, &Counter::add, &Counter::get>("Counter");
+  auto server = owner.get_server();
+  std::thread t([&] { server.serve_forever(); });
+  {
+    mproc::BaseManager sut({.address = server.address(), .authkey = std::string("key")});
+    sut.connect();
+    std::string msg = message_of<mproc::TypeMismatchError>([&] { sut.create<Account>("Counter"); });
+    EXPECT_TRUE(has(msg, "create<Account>(\"Counter\")")) << msg;
+    EXPECT_TRUE(has(msg, "registered for Counter on the manager server")) << msg;
+    msg = message_of<mproc::KeyError>([&] { sut.create<Counter>("Nope"); });
+    EXPECT_TRUE(has(msg, "create<Counter>(\"Nope\")")) << msg;
+    EXPECT_TRUE(has(msg, "no typeid 'Nope'")) << msg;
+    EXPECT_EQ(sut.number_of_objects(), 0u);
+  }
+  server.stop();
+  t.join();
 }
 
 class RegisteredTypes : public ::testing::TestWithParam<std::string> {

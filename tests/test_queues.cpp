@@ -9,7 +9,9 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <map>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -169,6 +171,28 @@ TEST(QueueBasics, AnUnboundedQueueWhoseRingIsFullThrowsFullOnPutNowait) {
   for (int i = 0; i < n; ++i) ASSERT_EQ(sut.get_nowait(), item);
   sut.put_nowait(item);  // room again
   EXPECT_EQ(sut.get(), item);
+}
+
+TEST(QueueBasics, NaNTimeoutsAreInvalidArgumentsNamingTheCall) {
+  const auto nan = mproc::seconds(std::nan(""));
+  mproc::JoinableQueue<int> sut;
+  sut.put(1);
+  auto message = [](auto f) -> std::string {
+    try {
+      f();
+    } catch (const std::invalid_argument& e) {
+      return e.what();
+    } catch (const std::exception& e) {
+      return std::string("another exception: ") + e.what();
+    }
+    return "no exception";
+  };
+  EXPECT_NE(message([&] { sut.put(2, true, nan); }).find("Queue.put(): timeout is NaN"), std::string::npos);
+  EXPECT_NE(message([&] { (void)sut.get(true, nan); }).find("Queue.get(): timeout is NaN"), std::string::npos);
+  EXPECT_NE(message([&] { (void)sut.join(nan); }).find("JoinableQueue.join(): timeout is NaN"), std::string::npos);
+  EXPECT_EQ(sut.get(), 1);  // the queue is as it was: one item, which get() still finds
+  EXPECT_TRUE(sut.empty());
+  sut.task_done();
 }
 
 TEST(QueueBasics, NegativeMaxsizeIsValueError) {

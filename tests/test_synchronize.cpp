@@ -8,9 +8,11 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <mutex>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -724,5 +726,43 @@ TEST(HandleGarbageTest, ABarrierActionThatIsNotAFunctionOfThisProgramIsRejected)
 }
 
 INSTANTIATE_TEST_SUITE_P(StartMethods, SyncTest, ::testing::Values("fork", "spawn", "forkserver"));
+
+// Python refuses a NaN timeout (ValueError); so does every wait here, even one that would not
+// have to wait (a free lock), so that a NaN is found where it is made.
+TEST(TimeoutTest, NaNTimeoutsAreInvalidArgumentsNamingTheCallEvenWhenNoWaitIsNeeded) {
+  const auto nan = mproc::seconds(std::nan(""));
+  mproc::Lock lock;
+  mproc::RLock rlock;
+  mproc::Semaphore sem(1);
+  mproc::Condition cond;
+  mproc::Event ev;
+  mproc::Barrier barrier(1);
+  auto check = [](const std::string& call, auto f) {
+    try {
+      f();
+      ADD_FAILURE() << call << ": no exception";
+    } catch (const std::invalid_argument& e) {
+      EXPECT_NE(std::string(e.what()).find(call + "(): timeout is NaN"), std::string::npos) << e.what();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << call << ": another exception: " << e.what();
+    }
+  };
+  check("Lock.acquire", [&] { lock.acquire(true, nan); });
+  check("Lock.acquire", [&] { (void)lock.try_lock_for(nan); });
+  check("RLock.acquire", [&] { rlock.acquire(true, nan); });
+  check("Semaphore.acquire", [&] { sem.acquire(true, nan); });
+  ASSERT_TRUE(cond.acquire());
+  check("Condition.wait", [&] { cond.wait(nan); });
+  check("Condition.wait_for", [&] { cond.wait_for([] { return true; }, nan); });
+  cond.release();
+  ev.set();
+  check("Event.wait", [&] { ev.wait(nan); });
+  check("Barrier.wait", [&] { barrier.wait(nan); });
+  check("Barrier", [&] { mproc::Barrier(2, {.timeout = nan}); });
+  EXPECT_FALSE(lock.locked());  // nothing was taken
+  EXPECT_FALSE(rlock.locked());
+  EXPECT_EQ(sem.get_value(), 1);
+  EXPECT_FALSE(barrier.broken());
+}
 
 }  // namespace

@@ -32,25 +32,25 @@ namespace mproc {
 ///
 /// Every call is one round trip on this thread's connection to the server. A proxy is safe to
 /// use from several threads. When the server is gone every call throws ConnectionError.
+///
+/// Timeouts are read as local objects read them (synchronize.hpp): std::nullopt or +inf waits
+/// without a deadline, a negative timeout not at all, NaN throws std::invalid_argument.
 class BaseProxy {
  public:
   BaseProxy() = default;
   explicit BaseProxy(std::shared_ptr<detail::mgr::ObjectRef> ref) : ref_(std::move(ref)) {}
   /// The object's id in its server.
-  std::uint64_t id() const { return ref().id; }
-  connection::Address address() const { return detail::mgr::endpoint_address(*ref().endpoint); }
+  std::uint64_t id() const;
+  connection::Address address() const;
   explicit operator bool() const { return ref_ != nullptr; }
 
-  void save(detail::OutArchive& ar) const { detail::mgr::save_ref(ar, ref_); }
-  void load(detail::InArchive& ar) { ref_ = detail::mgr::load_ref(ar); }
+  void save(detail::OutArchive& ar) const;
+  void load(detail::InArchive& ar);
 
  protected:
   detail::mgr::ObjectRef& ref() const;
   template <class R = void, class... A>
   R call_(std::string_view method, const A&... a) const { return detail::mgr::call<R>(ref(), method, a...); }
-  template <class T>
-  static std::string blob(const T& v) { return detail::mgr::blob(v); }
-  static double wire(std::optional<seconds> timeout) { return timeout ? timeout->count() : -1.0; }
   std::shared_ptr<detail::mgr::ObjectRef> ref_;
 };
 
@@ -64,17 +64,17 @@ class DictProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
   /// Python: d[k] = v.
-  void set(const K& k, const V& v) { call_("set", blob(k), blob(v)); }
+  void set(const K& k, const V& v);
   /// Python: d[k]. Throws KeyError.
-  V at(const K& k) const { return call_<V>("get", blob(k)); }
+  V at(const K& k) const;
   /// Python: d.get(k) / d.get(k, default).
   std::optional<V> get(const K& k) const;
   V get(const K& k, const V& fallback) const { return get(k).value_or(fallback); }
-  bool contains(const K& k) const { return call_<bool>("contains", blob(k)); }
+  bool contains(const K& k) const;
   /// Python: len(d).
-  std::size_t size() const { return call_<std::uint64_t>("len"); }
+  std::size_t size() const;
   /// Python: del d[k]. Throws KeyError.
-  void erase(const K& k) { call_("del", blob(k)); }
+  void erase(const K& k);
   /// Python: d.pop(k) (KeyError), d.pop(k, default).
   V pop(const K& k);
   V pop(const K& k, const V& fallback);
@@ -88,7 +88,7 @@ class DictProxy : public BaseProxy {
   std::vector<K> keys() const;
   std::vector<V> values() const;
   std::vector<std::pair<K, V>> items() const;
-  void clear() { call_("clear"); }
+  void clear();
   /// Atomically d[k] += delta (0 first when k is missing); returns the new value. V must be an
   /// arithmetic type; no client code runs on the server, so this works from any program.
   V add(const K& k, V delta);
@@ -106,21 +106,21 @@ template <class T>
 class ListProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  void append(const T& v) { call_("append", blob(v)); }
+  void append(const T& v);
   void extend(const std::vector<T>& vs);
-  T at(std::int64_t i) const { return call_<T>("get", i); }
-  void set(std::int64_t i, const T& v) { call_("set", i, blob(v)); }
-  void insert(std::int64_t i, const T& v) { call_("insert", i, blob(v)); }
-  T pop(std::int64_t i = -1) { return call_<T>("pop", i); }
-  void erase(std::int64_t i) { call_("del", i); }
+  T at(std::int64_t i) const;
+  void set(std::int64_t i, const T& v);
+  void insert(std::int64_t i, const T& v);
+  T pop(std::int64_t i = -1);
+  void erase(std::int64_t i);
   /// Python: l.remove(v) (ValueError when absent), l.index(v), l.count(v).
-  void remove(const T& v) { call_("remove", blob(v)); }
-  std::size_t index(const T& v) const { return call_<std::uint64_t>("index", blob(v)); }
-  std::size_t count(const T& v) const { return call_<std::uint64_t>("count", blob(v)); }
-  std::size_t size() const { return call_<std::uint64_t>("len"); }
-  void clear() { call_("clear"); }
+  void remove(const T& v);
+  std::size_t index(const T& v) const;
+  std::size_t count(const T& v) const;
+  std::size_t size() const;
+  void clear();
   /// Python: list(l) / l[:]: every item, in one round trip.
-  std::vector<T> tolist() const { return detail::mgr::decode_list<T>(call_<detail::mgr::Payload>("items")); }
+  std::vector<T> tolist() const;
   T add(std::int64_t i, T delta);
   template <class F>
   T update_with(std::int64_t i, F f);
@@ -132,13 +132,13 @@ class NamespaceProxy : public BaseProxy {
   using BaseProxy::BaseProxy;
   /// Python: ns.name = v.
   template <class T>
-  void set(const std::string& name, const T& v) { call_("set", name, detail::type_fingerprint<T>(), blob(v)); }
+  void set(const std::string& name, const T& v);
   /// Python: ns.name. KeyError when there is none, TypeMismatchError when it holds another type.
   template <class T>
-  T get(const std::string& name) const { return call_<T>("get", name, detail::type_fingerprint<T>()); }
-  bool has(const std::string& name) const { return call_<bool>("has", name); }
-  void erase(const std::string& name) { call_("del", name); }
-  std::vector<std::string> names() const { return call_<std::vector<std::string>>("names"); }
+  T get(const std::string& name) const;
+  bool has(const std::string& name) const;
+  void erase(const std::string& name);
+  std::vector<std::string> names() const;
 };
 
 /// Python: ValueProxy (manager.Value(typecode, value)).
@@ -146,8 +146,8 @@ template <class T>
 class ValueProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  T get() const { return call_<T>("get"); }
-  void set(const T& v) { call_("set", blob(v)); }
+  T get() const;
+  void set(const T& v);
   T add(T delta);
   template <class F>
   T update_with(F f);
@@ -158,9 +158,9 @@ template <class T>
 class ArrayProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  T at(std::int64_t i) const { return call_<T>("get", i); }
-  void set(std::int64_t i, const T& v) { call_("set", i, blob(v)); }
-  std::size_t size() const { return call_<std::uint64_t>("len"); }
+  T at(std::int64_t i) const;
+  void set(std::int64_t i, const T& v);
+  std::size_t size() const;
   std::vector<T> tolist() const;
   /// Replaces every element (the length must not change).
   void assign(const std::vector<T>& vs);
@@ -173,16 +173,16 @@ template <class T>
 class QueueProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  void put(const T& v, bool block = true, std::optional<seconds> timeout = {}) { call_("put", blob(v), block, wire(timeout)); }
-  T get(bool block = true, std::optional<seconds> timeout = {}) { return call_<T>("get", block, wire(timeout)); }
+  void put(const T& v, bool block = true, std::optional<seconds> timeout = {});
+  T get(bool block = true, std::optional<seconds> timeout = {});
   void put_nowait(const T& v) { put(v, false); }
   T get_nowait() { return get(false); }
-  std::size_t qsize() const { return call_<std::uint64_t>("qsize"); }
+  std::size_t qsize() const;
   bool empty() const { return qsize() == 0; }
-  bool full() const { return call_<bool>("full"); }
+  bool full() const;
   /// JoinableQueue only (a plain Queue throws mproc::Error).
-  void task_done() { call_("task_done"); }
-  void join() { call_("join"); }
+  void task_done();
+  void join();
 };
 template <class T>
 using JoinableQueueProxy = QueueProxy<T>;
@@ -193,12 +193,12 @@ using JoinableQueueProxy = QueueProxy<T>;
 class AcquirerProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  bool acquire(bool blocking = true, std::optional<seconds> timeout = {}) { return call_<bool>("acquire", blocking, wire(timeout)); }
-  void release() { call_("release"); }
+  bool acquire(bool blocking = true, std::optional<seconds> timeout = {});
+  void release();
   /// Lock/RLock: whether someone holds it. Semaphores: whether the value is 0.
-  bool locked() const { return call_<bool>("locked"); }
+  bool locked() const;
   /// Semaphores: the current value.
-  std::int64_t get_value() const { return call_<std::int64_t>("get_value"); }
+  std::int64_t get_value() const;
   // Python's `with lock:` is a std::lock_guard / std::unique_lock over the proxy:
   void lock() { acquire(); }
   void unlock() { release(); }
@@ -211,22 +211,22 @@ class ConditionProxy : public AcquirerProxy {
   using AcquirerProxy::AcquirerProxy;
   /// Releases the lock, waits for a notify (or the timeout), takes the lock back. True unless
   /// it timed out. RuntimeError when this thread does not hold the lock.
-  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", wire(timeout)); }
+  bool wait(std::optional<seconds> timeout = std::nullopt);
   /// Python's wait_for: predicate() is evaluated here, under the lock.
   template <class P>
   bool wait_for(P predicate, std::optional<seconds> timeout = std::nullopt);
-  void notify(std::int64_t n = 1) { call_("notify", n); }
-  void notify_all() { call_("notify_all"); }
+  void notify(std::int64_t n = 1);
+  void notify_all();
 };
 
 /// Python: EventProxy (manager.Event()).
 class EventProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  void set() { call_("set"); }
-  void clear() { call_("clear"); }
-  bool is_set() const { return call_<bool>("is_set"); }
-  bool wait(std::optional<seconds> timeout = std::nullopt) { return call_<bool>("wait", wire(timeout)); }
+  void set();
+  void clear();
+  bool is_set() const;
+  bool wait(std::optional<seconds> timeout = std::nullopt);
 };
 
 /// Python: BarrierProxy (manager.Barrier(parties, timeout)). A party whose process dies while
@@ -234,12 +234,12 @@ class EventProxy : public BaseProxy {
 class BarrierProxy : public BaseProxy {
  public:
   using BaseProxy::BaseProxy;
-  std::int64_t wait(std::optional<seconds> timeout = std::nullopt) { return call_<std::int64_t>("wait", wire(timeout)); }
-  void abort() { call_("abort"); }
-  void reset() { call_("reset"); }
-  std::int64_t parties() const { return call_<std::int64_t>("parties"); }
-  std::int64_t n_waiting() const { return call_<std::int64_t>("n_waiting"); }
-  bool broken() const { return call_<bool>("broken"); }
+  std::int64_t wait(std::optional<seconds> timeout = std::nullopt);
+  void abort();
+  void reset();
+  std::int64_t parties() const;
+  std::int64_t n_waiting() const;
+  bool broken() const;
 };
 
 /// A proxy of a registered type T (Python: AutoProxy). Call its registered methods by member
@@ -290,6 +290,8 @@ class BaseManager {
   /// taking create()'s arguments and returning T, std::unique_ptr<T> or std::shared_ptr<T>);
   /// the methods Ms are callable through Proxy<T>::call. Register before start() or
   /// get_server(), in the server's program; a client program need not register anything.
+  /// A typeid registered already, or a built-in one ("dict", "Queue", ...), is an mproc::Error
+  /// (Python replaces silently; here a second type under one name is almost always a bug).
   ///
   ///     m.register_type<Counter, &Counter::add>("Counter", [](long start) { return Counter{start}; });
   ///     auto c = m.create<Counter>("Counter", 10L);
@@ -314,14 +316,14 @@ class BaseManager {
 
   /// Python: manager.Typeid(*args): a new object of a registered type. The arguments must have
   /// exactly the types of the factory's parameters (a string literal passes as std::string),
-  /// else TypeMismatchError; an exception thrown by the factory is a RemoteError.
+  /// else TypeMismatchError; an exception thrown by the factory is a RemoteError. A typeid
+  /// registered for another type than T, or a built-in one, is a TypeMismatchError naming both
+  /// types, raised before anything is sent; an unknown typeid is a KeyError.
   template <class T, class... A>
   Proxy<T> create(const std::string& typeid_, A&&... args);
 
- protected:
-  std::shared_ptr<detail::mgr::ObjectRef> create_ref(std::string_view typeid_, std::uint64_t type, const std::string& args);
-  void add_registration(const std::string& name, std::uint64_t type, detail::CodeRef ref, detail::mgr::TypeOpsFn local,
-                        std::string factory);
+ private:
+  friend struct detail::mgr::ManagerAccess;  // the templates' way in
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

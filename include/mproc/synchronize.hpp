@@ -21,6 +21,7 @@
 #include "mproc/connection.hpp"  // mproc::seconds
 #include "mproc/detail/mutex_state.hpp"
 #include "mproc/detail/serialize.hpp"
+#include "mproc/detail/timeout.hpp"
 #include "mproc/errors.hpp"
 
 namespace mproc {
@@ -39,8 +40,10 @@ class SharedData;
 class MutexHandle {
  public:
   /// Python: acquire(block=True, timeout=None). True when the lock was taken: at once when
-  /// block is false, within timeout otherwise (std::nullopt: wait as long as it takes).
+  /// block is false, within timeout otherwise (std::nullopt: wait as long as it takes; a
+  /// negative timeout: not at all). A NaN timeout throws std::invalid_argument.
   bool acquire(bool block = true, std::optional<seconds> timeout = std::nullopt) const {
+    check_timeout(timeout, recursive_ ? "RLock.acquire" : "Lock.acquire");
     return mutex_try_fast(*m_) || acquire_slow(block, timeout);
   }
   /// Python: release(). Throws RuntimeError when the calling thread does not hold the lock.
@@ -201,6 +204,7 @@ class Condition : public detail::MutexHandle {
   /// passed in total; returns the last value of predicate().
   template <class Predicate>
   bool wait_for(Predicate predicate, std::optional<seconds> timeout = std::nullopt) const {
+    detail::check_timeout(timeout, "Condition.wait_for");
     bool result = static_cast<bool>(predicate());
     if (result) return result;
     using clock = std::chrono::steady_clock;

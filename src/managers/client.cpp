@@ -3,11 +3,13 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <map>
 #include <mutex>
 
 #include "managers/protocol.hpp"
 #include "mproc/managers.hpp"
+#include "mproc/detail/timeout.hpp"
 #include "mproc/queues.hpp"
 #include "util/auth.hpp"
 
@@ -66,14 +68,58 @@ struct ThreadConns {
 };
 thread_local ThreadConns t_conns;
 
-Connection open_connection(const Endpoint& ep) {
+// The version hello (protocol.hpp), once per connection: a server built from another mproc
+// version says so here, instead of misreading the requests that follow.
+void say_hello(Connection& c, const Endpoint& ep) {
+  const std::string where = "manager server at '" + ep.address.str() + "': ";
+  std::string req;
+  {
+    OutArchive ar(req);
+    ar(static_cast<std::uint8_t>(Op::hello), kProtocolVersion);
+  }
+  Buffer reply;
   try {
-    return connection::Client(ep.address, ep.authkey);
+    c.send_bytes(req);
+    reply = c.recv_buffer();
+  } catch (const std::exception& e) {
+    throw ConnectionError(where + "the connection ended at the version hello (" + e.what() + ")");
+  }
+  if (reply.empty()) throw ProtocolError(where + "an empty reply to the version hello");
+  InArchive ar(reply.data() + 1, reply.size() - 1);
+  if (reply.data()[0] == std::byte{0}) {
+    std::uint32_t version = 0;
+    try {
+      ar(version);
+    } catch (const std::exception&) {
+      throw ProtocolError(where + "a malformed reply to the version hello");
+    }
+    // The server answers with the version the connection speaks: ours, or it refuses.
+    if (version != kProtocolVersion) throw ProtocolError(where + version_mismatch(kProtocolVersion, version));
+    return;
+  }
+  std::uint8_t code = 0;
+  std::string msg;
+  try {
+    ar(code, msg);
+  } catch (const std::exception&) {
+    throw ProtocolError(where + "a malformed error reply to the version hello");
+  }
+  if (static_cast<Err>(code) == Err::version) throw ProtocolError(where + msg);
+  // A version-1 server has no hello: it answers "unknown manager request 7".
+  throw ProtocolError(where + version_mismatch(kProtocolVersion, 1) + " (it refused the version hello: " + msg + ")");
+}
+
+Connection open_connection(const Endpoint& ep) {
+  Connection c;
+  try {
+    c = connection::Client(ep.address, ep.authkey);
   } catch (const AuthenticationError& e) {
     throw AuthenticationError("manager server at '" + ep.address.str() + "': " + e.what());
   } catch (const std::exception& e) {
     throw ConnectionError("cannot reach the manager server at '" + ep.address.str() + "': " + e.what());
   }
+  say_hello(c, ep);
+  return c;
 }
 
 Connection& call_connection(Endpoint& ep, int pid) {
@@ -121,6 +167,7 @@ void drop_call_connection(const Endpoint& ep) {
     case Err::full: throw queue::Full(where + msg);
     case Err::timeout: throw TimeoutError(where + msg);
     case Err::protocol: throw ProtocolError(where + "the server refused the request: " + msg);
+    case Err::version: throw ProtocolError(where + msg);
     case Err::remote: {
       auto colon = msg.find(": ");
       throw RemoteError(colon == std::string::npos ? "?" : msg.substr(0, colon),
@@ -207,6 +254,14 @@ ObjectRef::~ObjectRef() {
   }
 }
 
+double wire_timeout(std::optional<std::chrono::duration<double>> timeout, const char* call) {
+  check_timeout(timeout, call);
+  if (!timeout) return -1.0;
+  double t = timeout->count();
+  if (t <= 0) return 0.0;           // -inf too: a negative number would mean "no deadline" there
+  return std::isinf(t) ? -1.0 : t;  // a finite t too large for the server's clock: it waits without one
+}
+
 std::string begin_call(const ObjectRef& ref, std::string_view method) {
   std::string req;
   req.reserve(64);
@@ -255,14 +310,14 @@ std::shared_ptr<ObjectRef> adopt_returned(ObjectRef& parent, std::uint64_t id, s
 }
 
 std::shared_ptr<ObjectRef> create(const std::shared_ptr<Endpoint>& ep, std::string_view typeid_, std::uint64_t type,
-                                  const std::string& args) {
+                                  const std::string& args, std::string_view what) {
   std::string req;
   {
     OutArchive ar(req);
     ar(static_cast<std::uint8_t>(Op::create), std::string(typeid_), type);
   }
   req += args;
-  Payload p = session_request(*ep, req, typeid_);
+  Payload p = session_request(*ep, req, what);
   auto ref = std::make_shared<ObjectRef>();
   ref->endpoint = ep;
   ref->id = decode<std::uint64_t>(p.data(), p.size());

@@ -47,7 +47,9 @@ Dispatcher::~Dispatcher() = default;
 
 Session Dispatcher::open_session() {
   std::lock_guard lk(mu_);
-  return Session{next_session_++, {}, {}};
+  Session s;
+  s.id = next_session_++;
+  return s;
 }
 
 std::shared_ptr<Object> Dispatcher::lookup(std::uint64_t id) {
@@ -154,6 +156,21 @@ bool Dispatcher::answer(Session& s, const void* data, std::size_t size, std::str
 void Dispatcher::dispatch(Session& s, InArchive& in, std::string& out, CallCtx& ctx, bool& shutdown) {
   std::uint8_t op = 0;
   in(op);
+  if (static_cast<Op>(op) == Op::hello) {
+    std::uint32_t version = 0;
+    in(version);
+    if (in.left() != 0) throw_trailing_bytes(in.left(), "a hello");
+    if (version != kProtocolVersion) throw Reply{Err::version, version_mismatch(version, kProtocolVersion)};
+    s.greeted = true;
+    OutArchive ar(out);
+    ar(kProtocolVersion);
+    return;
+  }
+  // A client without the hello speaks version 1 (or is not an mproc manager client): its
+  // request would be read in another layout, so it is not read at all.
+  if (!s.greeted)
+    throw Reply{Err::version, version_mismatch(1, kProtocolVersion) + "; request " + std::to_string(op) +
+                                  " came before the version hello"};
   switch (static_cast<Op>(op)) {
     case Op::call: {
       std::uint64_t id = 0, type = 0;
@@ -178,7 +195,8 @@ void Dispatcher::dispatch(Session& s, InArchive& in, std::string& out, CallCtx& 
       if (auto it = registry_.find(typeid_); it != registry_.end()) {
         const TypeOps& ops = *it->second.ops;
         if (ops.type != type)
-          throw TypeMismatchError("typeid '" + typeid_ + "' is registered for another C++ type on the manager server");
+          throw TypeMismatchError("typeid '" + typeid_ + "' is registered for " + std::string(ops.name) +
+                                  " on the manager server, not for the type create() asked for");
         std::uint64_t args_type = 0;
         in(args_type);
         if (args_type != ops.args_type)
@@ -188,7 +206,8 @@ void Dispatcher::dispatch(Session& s, InArchive& in, std::string& out, CallCtx& 
         obj = make_registered(&ops, run_factory(ops, factory, in));
       } else {
         obj = make_builtin(typeid_, in, [this](std::uint64_t id) { return lookup(id); });
-        if (!obj) throw Reply{Err::error, "the manager has no typeid '" + typeid_ + "' (register_type it in the server)"};
+        // KeyError, as Python's Server.create looking the typeid up in its registry.
+        if (!obj) throw Reply{Err::key, "the manager has no typeid '" + typeid_ + "' (register_type it in the server)"};
       }
       obj->type = type;
       std::uint64_t id = insert(std::move(obj), s);
@@ -227,6 +246,7 @@ void Dispatcher::dispatch(Session& s, InArchive& in, std::string& out, CallCtx& 
       ar(static_cast<std::int32_t>(::getpid()), n);
       return;
     }
+    case Op::hello: break;  // answered above
   }
   throw ProtocolError("unknown manager request " + std::to_string(op));
 }

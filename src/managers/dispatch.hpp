@@ -5,6 +5,7 @@
 //     mproc::detail::mgr::Dispatcher d;                  // no registered types
 //     auto s = d.open_session();                         // one client connection
 //     std::string reply;
+//     d.handle(s, hello, size, reply);                   // first: the protocol version
 //     d.handle(s, bytes, size, reply);                   // never throws, never blocks
 //     d.close_session(s);                                // releases what s held
 #pragma once
@@ -32,6 +33,7 @@ using Registry = std::map<std::string, RegisteredType, std::less<>>;
 /// goes (locks it may hold). Used by one thread at a time.
 struct Session {
   std::uint64_t id = 0;
+  bool greeted = false;  // a hello of our protocol version came: other requests are served
   std::unordered_map<std::uint64_t, std::uint64_t> refs;
   std::unordered_map<std::uint64_t, std::weak_ptr<Object>> owned;
 };

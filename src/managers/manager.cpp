@@ -22,6 +22,7 @@ struct BaseManager::Impl {
   struct Registration {
     std::string name;
     std::uint64_t type;
+    std::string type_name;  // for create<T>'s messages
     detail::CodeRef ref;
     detail::mgr::TypeOpsFn local;
     std::string factory;  // its code identity (save_target), empty when there is none to send
@@ -63,10 +64,20 @@ BaseManager::~BaseManager() {
   }
 }
 
-void BaseManager::add_registration(const std::string& name, std::uint64_t type, detail::CodeRef ref,
-                                   detail::mgr::TypeOpsFn local, std::string factory) {
-  if (impl_->process) throw ProcessError("register_type() after start(): the server would not know '" + name + "'");
-  impl_->registrations.push_back({name, type, ref, local, std::move(factory)});
+void detail::mgr::ManagerAccess::add_registration(BaseManager& m, const std::string& name, std::uint64_t type, CodeRef ref,
+                                                 TypeOpsFn local, std::string factory) {
+  auto& impl = *m.impl_;
+  if (impl.process) throw ProcessError("register_type() after start(): the server would not know '" + name + "'");
+  // Python's register replaces silently; with typed factories and proxies a second type under
+  // one name would make create<T> of the first fail far from the cause, so it is refused here.
+  if (detail::mgr::is_builtin_typeid(name))
+    throw Error("register_type(\"" + name + "\"): '" + name +
+                "' is the typeid of a built-in manager type (SyncManager's); register under another name");
+  for (const auto& r : impl.registrations)
+    if (r.name == name)
+      throw Error("register_type(\"" + name + "\"): '" + name + "' is registered already (for " + r.type_name +
+                  "); each typeid names one type");
+  impl.registrations.push_back({name, type, std::string(local()->name), ref, local, std::move(factory)});
 }
 
 void BaseManager::start() {
@@ -156,10 +167,40 @@ std::size_t BaseManager::number_of_objects() const {
   return static_cast<std::size_t>(n);
 }
 
-std::shared_ptr<detail::mgr::ObjectRef> BaseManager::create_ref(std::string_view typeid_, std::uint64_t type,
-                                                                const std::string& args) {
-  if (!impl_->endpoint) throw ProcessError("the manager is neither started nor connected: call start() or connect()");
-  return detail::mgr::create(impl_->endpoint, typeid_, type, args);
+std::shared_ptr<detail::mgr::ObjectRef> detail::mgr::ManagerAccess::create(BaseManager& m, std::string_view typeid_,
+                                                                         std::uint64_t type, const std::string& args) {
+  auto& impl = *m.impl_;
+  if (!impl.endpoint) throw ProcessError("the manager is neither started nor connected: call start() or connect()");
+  return detail::mgr::create(impl.endpoint, typeid_, type, args, typeid_);
+}
+
+std::shared_ptr<detail::mgr::ObjectRef> detail::mgr::ManagerAccess::create_registered(BaseManager& m,
+                                                                                    std::string_view typeid_,
+                                                                                    std::uint64_t type,
+                                                                                    std::string_view type_name,
+                                                                                    const std::string& args) {
+  auto& impl = *m.impl_;
+  const std::string name(typeid_);
+  const std::string what = "create<" + std::string(type_name) + ">(\"" + name + "\")";
+  // Checked here, before any bytes go: a built-in or another type's name would otherwise make
+  // an object the proxy cannot talk to.
+  if (detail::mgr::is_builtin_typeid(typeid_))
+    throw TypeMismatchError(what + ": '" + name + "' is a built-in manager type (SyncManager's " + name +
+                            "), not a registered type, so it cannot make a " + std::string(type_name));
+  bool known = false;
+  for (const auto& r : impl.registrations)
+    if (r.name == typeid_) {
+      if (r.type != type)
+        throw TypeMismatchError(what + ": '" + name + "' is registered for " + r.type_name + ", not for " +
+                                std::string(type_name));
+      known = true;
+    }
+  // A server this manager started has exactly its registrations; one it connected to may have
+  // others (a client need not register anything), so that server answers.
+  if (!known && impl.process)
+    throw KeyError(what + ": no type is registered as '" + name + "' (register_type it before start())");
+  if (!impl.endpoint) throw ProcessError("the manager is neither started nor connected: call start() or connect()");
+  return detail::mgr::create(impl.endpoint, typeid_, type, args, what);
 }
 
 // ------------------------------------------------------------------------------ SyncManager
@@ -172,29 +213,27 @@ std::string encoded_i64(std::int64_t v) {
 }
 }  // namespace
 
-NamespaceProxy SyncManager::Namespace() {
-  return NamespaceProxy(create_ref("Namespace", detail::type_fingerprint<NamespaceProxy>(), {}));
-}
-AcquirerProxy SyncManager::Lock() { return AcquirerProxy(create_ref("Lock", detail::type_fingerprint<AcquirerProxy>(), {})); }
-AcquirerProxy SyncManager::RLock() { return AcquirerProxy(create_ref("RLock", detail::type_fingerprint<AcquirerProxy>(), {})); }
+NamespaceProxy SyncManager::Namespace() { return detail::mgr::make_proxy<NamespaceProxy>(*this, "Namespace"); }
+AcquirerProxy SyncManager::Lock() { return detail::mgr::make_proxy<AcquirerProxy>(*this, "Lock"); }
+AcquirerProxy SyncManager::RLock() { return detail::mgr::make_proxy<AcquirerProxy>(*this, "RLock"); }
 AcquirerProxy SyncManager::Semaphore(std::int64_t value) {
-  return AcquirerProxy(create_ref("Semaphore", detail::type_fingerprint<AcquirerProxy>(), encoded_i64(value)));
+  return detail::mgr::make_proxy<AcquirerProxy>(*this, "Semaphore", encoded_i64(value));
 }
 AcquirerProxy SyncManager::BoundedSemaphore(std::int64_t value) {
-  return AcquirerProxy(create_ref("BoundedSemaphore", detail::type_fingerprint<AcquirerProxy>(), encoded_i64(value)));
+  return detail::mgr::make_proxy<AcquirerProxy>(*this, "BoundedSemaphore", encoded_i64(value));
 }
 ConditionProxy SyncManager::Condition(const AcquirerProxy& lock) {
   std::string args;
   detail::encode(args, static_cast<std::uint64_t>(lock ? lock.id() : 0));
   // A Condition answers to the lock methods too: it shares AcquirerProxy's type on the wire.
-  return ConditionProxy(create_ref("Condition", detail::type_fingerprint<AcquirerProxy>(), args));
+  return ConditionProxy(detail::mgr::ManagerAccess::create(*this, "Condition", detail::type_fingerprint<AcquirerProxy>(), args));
 }
-EventProxy SyncManager::Event() { return EventProxy(create_ref("Event", detail::type_fingerprint<EventProxy>(), {})); }
+EventProxy SyncManager::Event() { return detail::mgr::make_proxy<EventProxy>(*this, "Event"); }
 BarrierProxy SyncManager::Barrier(std::int64_t parties, std::optional<seconds> timeout) {
   std::string args;
   detail::encode(args, parties);
-  detail::encode(args, timeout ? timeout->count() : -1.0);
-  return BarrierProxy(create_ref("Barrier", detail::type_fingerprint<BarrierProxy>(), args));
+  detail::encode(args, detail::mgr::wire_timeout(timeout, "SyncManager.Barrier"));
+  return detail::mgr::make_proxy<BarrierProxy>(*this, "Barrier", args);
 }
 
 SyncManager Manager(ManagerOptions options) {
@@ -204,7 +243,6 @@ SyncManager Manager(ManagerOptions options) {
 }
 
 // ---------------------------------------------------------------------------------- Server
-
 
 Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Server::Server(Server&&) noexcept = default;

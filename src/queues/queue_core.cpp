@@ -8,6 +8,7 @@
 #include <string>
 
 #include "mproc/detail/fd_passing.hpp"
+#include "mproc/detail/timeout.hpp"
 #include "mproc/queues.hpp"
 #include "os/fd.hpp"
 #include "os/futex.hpp"
@@ -449,10 +450,14 @@ QueueCore::QueueCore(QueueKind kind, long maxsize, const QueueOptions& options, 
 }
 
 void QueueCore::put(std::span<const std::span<const std::byte>> parts, bool block, std::optional<seconds> timeout) const {
+  check_timeout(timeout, "Queue.put");
   s_->put(parts, block, timeout);
 }
 
-void QueueCore::get(ItemSink& sink, bool block, std::optional<seconds> timeout) const { s_->get(sink, block, timeout); }
+void QueueCore::get(ItemSink& sink, bool block, std::optional<seconds> timeout) const {
+  check_timeout(timeout, "Queue.get");
+  s_->get(sink, block, timeout);
+}
 
 std::size_t QueueCore::qsize() const noexcept { return static_cast<std::size_t>(s_->in_queue()); }
 
@@ -477,6 +482,7 @@ void QueueCore::task_done() const {
 }
 
 bool QueueCore::join(std::optional<seconds> timeout) const {
+  check_timeout(timeout, "JoinableQueue.join");
   auto& q = *s_->c;
   return wait_until(
       q.tasks, [&] { return q.tasks_done.load() >= std::max(q.count_put.load(), q.count_got.load()); },

@@ -187,6 +187,7 @@ void init_slot_mutex(pthread_mutex_t& m) {
 }  // namespace
 
 Barrier::Barrier(int parties, BarrierOptions options) : action_(options.action), timeout_(options.timeout) {
+  detail::check_timeout(timeout_, "Barrier");  // refused now, not at every wait()
   if (parties < 1 || static_cast<std::size_t>(parties) > kMaxParties)
     throw ValueError("a Barrier needs between 1 and " + std::to_string(kMaxParties) + " parties, not " + std::to_string(parties));
   block_ = detail::create_block(barrier_spec(static_cast<std::size_t>(parties)));
@@ -197,6 +198,7 @@ Barrier::Barrier(int parties, BarrierOptions options) : action_(options.action),
 }
 
 int Barrier::wait(std::optional<seconds> timeout) const {
+  detail::check_timeout(timeout, "Barrier.wait");
   if (!timeout) timeout = timeout_;
   const auto deadline = timeout ? os::Deadline::after(timeout->count()) : os::Deadline::never();
   auto* m = block_->at<MutexState>(detail::kMutexOffset);

@@ -2,8 +2,8 @@
 // fails with ConnectionError instead of hanging), a client killed in the middle of calls (the
 // server goes on, the client's locks and references are released, a queue item it was
 // waiting for is not lost), and hostile bytes on the manager socket (garbage, unknown
-// requests, methods and objects, wrong types, forged functions): an error reply or a closed
-// connection, never a crash.
+// requests, methods and objects, wrong types, forged functions, another protocol version on
+// either side): an error reply or a closed connection, never a crash.
 #include <gtest/gtest.h>
 #include <mproc/managers.hpp>
 #include <mproc/mproc.hpp>
@@ -171,12 +171,19 @@ int roundtrip(mproc::Connection& c, const std::string& bytes) {
   }
 }
 
+// A raw client as a proxy opens one: the authkey handshake, then the version hello.
+mproc::Connection raw_client(const mproc::connection::Address& a, const std::string& key) {
+  auto c = mproc::connection::Client(a, key);
+  EXPECT_EQ(roundtrip(c, request(mgr::Op::hello, mgr::kProtocolVersion)), 0);
+  return c;
+}
+
 TEST(ManagerHostileBytes, GarbageUnknownRequestsAndWrongTypesGetErrorsAndTheServerGoesOn) {
   auto m = mproc::Manager();
   auto d = m.dict<std::string, int>();
   d.set("k", 1);
   std::string key = mproc::current_process().authkey();
-  auto c = mproc::connection::Client(m.address(), key);
+  auto c = raw_client(m.address(), key);
   std::uint64_t dict_type = mproc::detail::type_fingerprint<mproc::DictProxy<std::string, int>>();
   EXPECT_EQ(roundtrip(c, std::string(1, '\x7f')), 1);                              // unknown op
   EXPECT_EQ(roundtrip(c, std::string()), 1);                                       // empty request
@@ -207,7 +214,7 @@ TEST(ManagerHostileBytes, GarbageUnknownRequestsAndWrongTypesGetErrorsAndTheServ
     if (!bytes.empty() && bytes[0] == static_cast<char>(mgr::Op::shutdown)) bytes[0] = '\x7f';  // that one is legal
     int r = roundtrip(c, bytes);
     ASSERT_TRUE(r == 0 || r == 1 || r == -1) << "request " << i << " got " << r;
-    if (r == -1) c = mproc::connection::Client(m.address(), key);
+    if (r == -1) c = raw_client(m.address(), key);
   }
   // Not a frame at all: the connection is closed, the server goes on.
   {
@@ -223,26 +230,102 @@ TEST(ManagerHostileBytes, GarbageUnknownRequestsAndWrongTypesGetErrorsAndTheServ
 
 // Found by fuzz_manager_request: a timeout too large for the server's clock was converted to
 // clock ticks, which is undefined behaviour (UBSan aborts the server in make check-asan). Such a
-// timeout, like NaN, now waits without a deadline. The first party to reach a barrier of two
-// always waits, so both waits below go through the server's timed wait.
+// timeout, like NaN, now waits without a deadline. Proxies no longer send these (NaN is refused,
+// a negative timeout sent as 0: ManagerTimeouts in test_managers.cpp), so they go as raw
+// requests, as the fuzzer's did. The first party to reach a barrier of two always waits, so both
+// waits go through the server's timed wait.
 TEST(ManagerHostileBytes, TimeoutsTooLargeForTheClockOrNaNWaitWithoutADeadline) {
   auto m = mproc::Manager();
-  auto wait = [](mproc::BarrierProxy& b, double t) {
-    try {
-      return b.wait(seconds(t)) >= 0;
-    } catch (const std::exception& e) {  // a dead server: ConnectionError
-      ADD_FAILURE() << "wait(" << t << "): " << e.what();
-      return false;
-    }
-  };
+  const std::string key = mproc::current_process().authkey();
+  const std::uint64_t barrier_type = mproc::detail::type_fingerprint<mproc::BarrierProxy>();
   for (double t : {4.4e300, -4.4e300, std::nan("")}) {
     auto barrier = m.Barrier(2);
-    std::jthread other([&] { EXPECT_TRUE(wait(barrier, t)); });
-    EXPECT_TRUE(wait(barrier, t));
+    const std::string wait = request(mgr::Op::call, barrier.id(), barrier_type, std::string("wait"), t);
+    int other_status = -9;
+    std::thread other([&] {
+      auto c = raw_client(m.address(), key);
+      other_status = roundtrip(c, wait);
+    });
+    auto c = raw_client(m.address(), key);
+    EXPECT_EQ(roundtrip(c, wait), 0) << "wait(" << t << ")";
+    other.join();
+    EXPECT_EQ(other_status, 0) << "wait(" << t << ")";
   }
   auto lock = m.Lock();
   EXPECT_TRUE(lock.acquire(false));  // the server goes on
   lock.release();
+}
+
+// A client and a server of different wire versions: the server's half. A client that says
+// another version in its hello, or sends a request with no hello (a version-1 client), gets a
+// version error naming both versions, and the server goes on.
+TEST(ManagerHostileBytes, AClientOfAnotherProtocolVersionGetsAVersionErrorNamingBoth) {
+  auto m = mproc::Manager();
+  auto d = m.dict<int, int>();
+  const std::string key = mproc::current_process().authkey();
+  auto error_of = [](mproc::Connection& c, const std::string& req) {
+    c.send_bytes(req);
+    auto r = c.recv_bytes();
+    EXPECT_GE(r.size(), 2u);
+    EXPECT_EQ(r.at(0), std::byte{1});
+    EXPECT_EQ(static_cast<mgr::Err>(r.at(1)), mgr::Err::version);
+    std::string msg;
+    mproc::detail::InArchive ar(r.data() + 2, r.size() - 2);
+    ar(msg);
+    return msg;
+  };
+  const std::string speaks = "server speaks " + std::to_string(mgr::kProtocolVersion);
+  auto future = mproc::connection::Client(m.address(), key);
+  std::string msg = error_of(future, request(mgr::Op::hello, std::uint32_t{99}));
+  EXPECT_NE(msg.find("manager protocol version 99, " + speaks), std::string::npos) << msg;
+  auto old = mproc::connection::Client(m.address(), key);
+  msg = error_of(old, request(mgr::Op::call, d.id(), mproc::detail::type_fingerprint<mproc::DictProxy<int, int>>(),
+                              std::string("len")));
+  EXPECT_NE(msg.find("manager protocol version 1, " + speaks), std::string::npos) << msg;
+  d.set(1, 1);  // still serving
+  EXPECT_EQ(d.at(1), 1);
+}
+
+// The client's half: a server that answers the hello with another version, or that knows no
+// hello (version 1 answers "unknown manager request 7"), is a ProtocolError naming both
+// versions when the manager connects, before any other request.
+void fake_server(mproc::connection::Listener* listener, std::string reply) {
+  auto c = listener->accept();
+  (void)c.recv_bytes();  // the hello
+  c.send_bytes(reply);
+  try {
+    (void)c.recv_bytes();  // nothing more may come: the client gives up
+    ADD_FAILURE() << "the client sent a request after a refused hello";
+  } catch (const mproc::Error&) {
+  }
+}
+
+TEST(ManagerHostileBytes, AServerOfAnotherProtocolVersionIsAProtocolErrorNamingBoth) {
+  std::string ok_but_99;
+  {
+    mproc::detail::OutArchive ar(ok_but_99);
+    ar(std::uint8_t{0}, std::uint32_t{99});
+  }
+  std::string version_1;  // what a server without the hello answers
+  {
+    mproc::detail::OutArchive ar(version_1);
+    ar(std::uint8_t{1}, static_cast<std::uint8_t>(mgr::Err::protocol), std::string("unknown manager request 7"));
+  }
+  const std::string mine = "manager protocol version " + std::to_string(mgr::kProtocolVersion);
+  for (const auto& [reply, speaks] : {std::pair{ok_but_99, std::string("server speaks 99")},
+                                      std::pair{version_1, std::string("server speaks 1")}}) {
+    mproc::connection::Listener listener({.address = mproc::connection::Address("127.0.0.1", 0), .authkey = std::string("fake-key")});
+    std::thread server(fake_server, &listener, reply);
+    mproc::BaseManager sut({.address = listener.address(), .authkey = std::string("fake-key")});
+    try {
+      sut.connect();
+      ADD_FAILURE() << "connected to a server of another version";
+    } catch (const mproc::ProtocolError& e) {
+      EXPECT_EQ(typeid(e), typeid(mproc::ProtocolError)) << e.what();
+      EXPECT_NE(std::string(e.what()).find(mine + ", " + speaks), std::string::npos) << e.what();
+    }
+    server.join();
+  }
 }
 
 }  // namespace

@@ -1,4 +1,6 @@
-// Bodies of the proxy templates of mproc/managers.hpp. Not API.
+// Bodies of the proxy templates of mproc/managers.hpp: which request each method sends (the
+// method names and argument encodings the server's objects read, src/managers/objects.cpp).
+// The non-template proxies' bodies are in src/managers/proxies.cpp. Not API.
 #pragma once
 
 #include <chrono>
@@ -19,6 +21,12 @@ std::pair<std::uint8_t, std::string> delta_of(T delta) {
   return {code, d};
 }
 
+/// A built-in object of SyncManager behind a proxy P (the type the server checks calls against).
+template <class P>
+P make_proxy(BaseManager& m, std::string_view typeid_, const std::string& args = {}) {
+  return P(ManagerAccess::create(m, typeid_, type_fingerprint<P>(), args));
+}
+
 template <class F, class V>
 std::string update_request(const F& f, const V& initial) {
   std::string s;
@@ -31,6 +39,30 @@ std::string update_request(const F& f, const V& initial) {
 
 // ------------------------------------------------------------------------------ DictProxy
 
+template <class K, class V>
+void DictProxy<K, V>::set(const K& k, const V& v) {
+  call_("set", detail::mgr::blob(k), detail::mgr::blob(v));
+}
+template <class K, class V>
+V DictProxy<K, V>::at(const K& k) const {
+  return call_<V>("get", detail::mgr::blob(k));
+}
+template <class K, class V>
+bool DictProxy<K, V>::contains(const K& k) const {
+  return call_<bool>("contains", detail::mgr::blob(k));
+}
+template <class K, class V>
+std::size_t DictProxy<K, V>::size() const {
+  return call_<std::uint64_t>("len");
+}
+template <class K, class V>
+void DictProxy<K, V>::erase(const K& k) {
+  call_("del", detail::mgr::blob(k));
+}
+template <class K, class V>
+void DictProxy<K, V>::clear() {
+  call_("clear");
+}
 template <class K, class V>
 std::optional<V> DictProxy<K, V>::get(const K& k) const {
   return detail::mgr::decode_optional<V>(call_<detail::mgr::Payload>("getopt", detail::mgr::blob(k)));
@@ -87,6 +119,54 @@ V DictProxy<K, V>::update_with(const K& k, F f, const V& initial) {
 // ------------------------------------------------------------------------------ ListProxy
 
 template <class T>
+void ListProxy<T>::append(const T& v) {
+  call_("append", detail::mgr::blob(v));
+}
+template <class T>
+T ListProxy<T>::at(std::int64_t i) const {
+  return call_<T>("get", i);
+}
+template <class T>
+void ListProxy<T>::set(std::int64_t i, const T& v) {
+  call_("set", i, detail::mgr::blob(v));
+}
+template <class T>
+void ListProxy<T>::insert(std::int64_t i, const T& v) {
+  call_("insert", i, detail::mgr::blob(v));
+}
+template <class T>
+T ListProxy<T>::pop(std::int64_t i) {
+  return call_<T>("pop", i);
+}
+template <class T>
+void ListProxy<T>::erase(std::int64_t i) {
+  call_("del", i);
+}
+template <class T>
+void ListProxy<T>::remove(const T& v) {
+  call_("remove", detail::mgr::blob(v));
+}
+template <class T>
+std::size_t ListProxy<T>::index(const T& v) const {
+  return call_<std::uint64_t>("index", detail::mgr::blob(v));
+}
+template <class T>
+std::size_t ListProxy<T>::count(const T& v) const {
+  return call_<std::uint64_t>("count", detail::mgr::blob(v));
+}
+template <class T>
+std::size_t ListProxy<T>::size() const {
+  return call_<std::uint64_t>("len");
+}
+template <class T>
+void ListProxy<T>::clear() {
+  call_("clear");
+}
+template <class T>
+std::vector<T> ListProxy<T>::tolist() const {
+  return detail::mgr::decode_list<T>(call_<detail::mgr::Payload>("items"));
+}
+template <class T>
 void ListProxy<T>::extend(const std::vector<T>& vs) {
   std::vector<std::string> blobs;
   blobs.reserve(vs.size());
@@ -104,7 +184,27 @@ T ListProxy<T>::update_with(std::int64_t i, F f) {
   return detail::mgr::as<T>(call_<detail::mgr::Payload>("update_with", i, detail::mgr::update_request(f, T{})));
 }
 
+// ------------------------------------------------------------------------------ NamespaceProxy
+
+template <class T>
+void NamespaceProxy::set(const std::string& name, const T& v) {
+  call_("set", name, detail::type_fingerprint<T>(), detail::mgr::blob(v));
+}
+template <class T>
+T NamespaceProxy::get(const std::string& name) const {
+  return call_<T>("get", name, detail::type_fingerprint<T>());
+}
+
 // ------------------------------------------------------------------------------ ValueProxy
+
+template <class T>
+T ValueProxy<T>::get() const {
+  return call_<T>("get");
+}
+template <class T>
+void ValueProxy<T>::set(const T& v) {
+  call_("set", detail::mgr::blob(v));
+}
 
 template <class T>
 T ValueProxy<T>::add(T delta) {
@@ -118,6 +218,19 @@ T ValueProxy<T>::update_with(F f) {
 }
 
 // ------------------------------------------------------------------------------ ArrayProxy
+
+template <class T>
+T ArrayProxy<T>::at(std::int64_t i) const {
+  return call_<T>("get", i);
+}
+template <class T>
+void ArrayProxy<T>::set(std::int64_t i, const T& v) {
+  call_("set", i, detail::mgr::blob(v));
+}
+template <class T>
+std::size_t ArrayProxy<T>::size() const {
+  return call_<std::uint64_t>("len");
+}
 
 template <class T>
 std::vector<T> ArrayProxy<T>::tolist() const {
@@ -137,6 +250,33 @@ template <class T>
 T ArrayProxy<T>::add(std::int64_t i, T delta) {
   auto [code, d] = detail::mgr::delta_of(delta);
   return detail::mgr::as<T>(call_<detail::mgr::Payload>("add", i, code, d));
+}
+
+// ------------------------------------------------------------------------------ QueueProxy
+
+template <class T>
+void QueueProxy<T>::put(const T& v, bool block, std::optional<seconds> timeout) {
+  call_("put", detail::mgr::blob(v), block, detail::mgr::wire_timeout(timeout, "QueueProxy.put"));
+}
+template <class T>
+T QueueProxy<T>::get(bool block, std::optional<seconds> timeout) {
+  return call_<T>("get", block, detail::mgr::wire_timeout(timeout, "QueueProxy.get"));
+}
+template <class T>
+std::size_t QueueProxy<T>::qsize() const {
+  return call_<std::uint64_t>("qsize");
+}
+template <class T>
+bool QueueProxy<T>::full() const {
+  return call_<bool>("full");
+}
+template <class T>
+void QueueProxy<T>::task_done() {
+  call_("task_done");
+}
+template <class T>
+void QueueProxy<T>::join() {
+  call_("join");
 }
 
 // ------------------------------------------------------------------------------ Proxy<T>
@@ -169,8 +309,9 @@ auto Proxy<T>::call(A&&... a) {
 template <class T, auto... Ms>
 void BaseManager::register_type(const std::string& typeid_) {
   detail::mgr::check_factory<T, void>();
-  add_registration(typeid_, detail::type_fingerprint<T>(), detail::mgr::type_ops_ref<T, void, Ms...>(),
-                   &detail::mgr::type_ops<T, void, Ms...>, {});
+  detail::mgr::ManagerAccess::add_registration(*this, typeid_, detail::type_fingerprint<T>(),
+                                              detail::mgr::type_ops_ref<T, void, Ms...>(),
+                                              &detail::mgr::type_ops<T, void, Ms...>, {});
 }
 
 template <class T, auto... Ms, class F>
@@ -179,8 +320,9 @@ void BaseManager::register_type(const std::string& typeid_, F factory) {
   std::string identity;
   detail::OutArchive ar(identity);
   detail::save_target(ar, factory);
-  add_registration(typeid_, detail::type_fingerprint<T>(), detail::mgr::type_ops_ref<T, F, Ms...>(),
-                   &detail::mgr::type_ops<T, F, Ms...>, std::move(identity));
+  detail::mgr::ManagerAccess::add_registration(*this, typeid_, detail::type_fingerprint<T>(),
+                                              detail::mgr::type_ops_ref<T, F, Ms...>(), &detail::mgr::type_ops<T, F, Ms...>,
+                                              std::move(identity));
 }
 
 template <class T, class... A>
@@ -189,19 +331,23 @@ Proxy<T> BaseManager::create(const std::string& typeid_, A&&... args) {
   detail::OutArchive ar(encoded);
   ar(detail::type_fingerprint<std::tuple<detail::mgr::create_arg_t<A>...>>());
   (detail::save_value(ar, detail::mgr::create_arg_t<A>(std::forward<A>(args))), ...);
-  return Proxy<T>(create_ref(typeid_, detail::type_fingerprint<T>(), encoded));
+  return Proxy<T>(detail::mgr::ManagerAccess::create_registered(*this, typeid_, detail::type_fingerprint<T>(),
+                                                               detail::type_name<T>(), encoded));
 }
 
 // ------------------------------------------------------------------------------ Condition
 
 template <class P>
 bool ConditionProxy::wait_for(P predicate, std::optional<seconds> timeout) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                                                          timeout.value_or(seconds(0)));
+  // Checked before the deadline is computed: NaN or a huge timeout would overflow the clock.
+  const double t = detail::mgr::wire_timeout(timeout, "ConditionProxy.wait_for");
+  const bool limited = t >= 0 && t < 1e9;  // beyond ~30 years: no deadline, as on the server
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(seconds(limited ? t : 0.0));
   bool result = predicate();
   while (!result) {
     std::optional<seconds> left;
-    if (timeout) {
+    if (limited) {
       left = std::chrono::duration<double>(deadline - std::chrono::steady_clock::now());
       if (left->count() <= 0) break;
     }
@@ -215,7 +361,7 @@ bool ConditionProxy::wait_for(P predicate, std::optional<seconds> timeout) {
 
 template <class K, class V>
 DictProxy<K, V> SyncManager::dict() {
-  return DictProxy<K, V>(create_ref("dict", detail::type_fingerprint<DictProxy<K, V>>(), {}));
+  return detail::mgr::make_proxy<DictProxy<K, V>>(*this, "dict");
 }
 template <class T>
 ListProxy<T> SyncManager::list(const std::vector<T>& initial) {
@@ -223,13 +369,13 @@ ListProxy<T> SyncManager::list(const std::vector<T>& initial) {
   for (const auto& v : initial) blobs.push_back(detail::mgr::blob(v));
   std::string args;
   detail::encode(args, blobs);
-  return ListProxy<T>(create_ref("list", detail::type_fingerprint<ListProxy<T>>(), args));
+  return detail::mgr::make_proxy<ListProxy<T>>(*this, "list", args);
 }
 template <class T>
 ValueProxy<T> SyncManager::Value(const T& initial) {
   std::string args;
   detail::encode(args, detail::mgr::blob(initial));
-  return ValueProxy<T>(create_ref("Value", detail::type_fingerprint<ValueProxy<T>>(), args));
+  return detail::mgr::make_proxy<ValueProxy<T>>(*this, "Value", args);
 }
 template <class T>
 ArrayProxy<T> SyncManager::Array(const std::vector<T>& initial) {
@@ -240,21 +386,21 @@ ArrayProxy<T> SyncManager::Array(const std::vector<T>& initial) {
   std::string args;
   detail::encode(args, static_cast<std::uint64_t>(sizeof(T)));
   detail::encode(args, raw);
-  return ArrayProxy<T>(create_ref("Array", detail::type_fingerprint<ArrayProxy<T>>(), args));
+  return detail::mgr::make_proxy<ArrayProxy<T>>(*this, "Array", args);
 }
 template <class T>
 QueueProxy<T> SyncManager::Queue(std::int64_t maxsize) {
   std::string args;
   detail::encode(args, maxsize);
   detail::encode(args, false);
-  return QueueProxy<T>(create_ref("Queue", detail::type_fingerprint<QueueProxy<T>>(), args));
+  return detail::mgr::make_proxy<QueueProxy<T>>(*this, "Queue", args);
 }
 template <class T>
 JoinableQueueProxy<T> SyncManager::JoinableQueue(std::int64_t maxsize) {
   std::string args;
   detail::encode(args, maxsize);
   detail::encode(args, true);
-  return QueueProxy<T>(create_ref("JoinableQueue", detail::type_fingerprint<QueueProxy<T>>(), args));
+  return detail::mgr::make_proxy<QueueProxy<T>>(*this, "JoinableQueue", args);
 }
 
 }  // namespace mproc

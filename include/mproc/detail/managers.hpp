@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -19,7 +20,28 @@
 #include "mproc/detail/callable.hpp"
 #include "mproc/detail/serialize.hpp"
 
+namespace mproc {
+class BaseManager;
+}
+
 namespace mproc::detail::mgr {
+
+struct ObjectRef;
+struct TypeOps;
+using TypeOpsFn = const TypeOps* (*)();
+
+/// What the templates of BaseManager and SyncManager (detail/manager_proxies.hpp) need of a
+/// manager, kept out of its public class.
+struct ManagerAccess {
+  /// A built-in object (SyncManager's creators).
+  static std::shared_ptr<ObjectRef> create(BaseManager& m, std::string_view typeid_, std::uint64_t type,
+                                           const std::string& args);
+  /// An object of a registered type: the typeid is checked against T (type, type_name) first.
+  static std::shared_ptr<ObjectRef> create_registered(BaseManager& m, std::string_view typeid_, std::uint64_t type,
+                                                      std::string_view type_name, const std::string& args);
+  static void add_registration(BaseManager& m, const std::string& name, std::uint64_t type, CodeRef ref, TypeOpsFn local,
+                               std::string factory);
+};
 
 /// Where a manager server is, and the key that opens it. Shared by every proxy of that server
 /// in this process; owns the process's connections to it (one per thread for calls, one
@@ -50,6 +72,12 @@ struct Payload {
   std::size_t size() const { return buf.size() - 1; }
 };
 
+/// A proxy call's timeout as the server reads it (a negative number: none), under the rules of
+/// detail/timeout.hpp, so a manager Lock waits as a local one would: NaN throws
+/// std::invalid_argument naming `call`, a negative timeout becomes 0 (the server would read it
+/// as none), +inf none.
+double wire_timeout(std::optional<std::chrono::duration<double>> timeout, const char* call);
+
 /// A request's arguments are appended to a string that starts with the request header; the
 /// reply's payload is what the server encoded.
 std::string begin_call(const ObjectRef& ref, std::string_view method);
@@ -59,9 +87,9 @@ std::string begin_call(const ObjectRef& ref, std::string_view method);
 Payload finish_call(ObjectRef& ref, std::string& request, std::string_view method);
 
 /// Creates an object of `typeid` with the encoded arguments; the reference belongs to this
-/// process's session.
+/// process's session. `what` names the request in errors.
 std::shared_ptr<ObjectRef> create(const std::shared_ptr<Endpoint>& ep, std::string_view typeid_, std::uint64_t type,
-                                  const std::string& args);
+                                  const std::string& args, std::string_view what);
 /// The object a registered method returned (its id; the calling thread's connection holds its
 /// reference): the reference moves to this process's session.
 std::shared_ptr<ObjectRef> adopt_returned(ObjectRef& parent, std::uint64_t id, std::uint64_t type);
@@ -221,7 +249,6 @@ struct TypeOps {
   CreateFn create;
   std::vector<std::pair<std::string_view, MethodFn>> methods;
 };
-using TypeOpsFn = const TypeOps* (*)();
 
 template <auto M>
 constexpr std::string_view method_name() {
