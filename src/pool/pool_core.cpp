@@ -628,6 +628,15 @@ struct PoolCore::Impl {
         start_worker();
         ++live_workers;
         started = true;
+      } catch (const OSError& e) {
+        // Out of processes or descriptors: the pool cannot keep its size, so every task, now and
+        // later, fails with the cause rather than waiting for a worker that never comes.
+        set_broken(std::make_exception_ptr(OSError(
+                       "the pool cannot start a worker (" + std::to_string(workers.size()) + " of " +
+                           std::to_string(cfg.processes) + " running): " + e.what(),
+                       e.code())),
+                   "cannot start a worker");
+        return;
       } catch (...) {
         set_broken(std::current_exception(), "cannot start a worker");
         return;
