@@ -245,6 +245,9 @@ void nproc_helper(std::string method, mproc::Connection out) {
 // with EAGAIN; clone3 with ENOSYS, so that glibc falls back to clone (its flags are in a struct
 // in memory, which a seccomp filter cannot read). TSYNC: the pool's thread is filtered too.
 int refuse_new_processes() {
+#if !defined(__x86_64__)
+  return ENOSYS;  // the filter below knows x86-64's system call numbers only
+#endif
   sock_filter filter[] = {
       BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)),
       BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
