@@ -20,6 +20,7 @@
 #include "mproc/detail/pool_core.hpp"
 #include "mproc/process.hpp"
 #include "os/fd.hpp"
+#include "pool/remote_info.hpp"
 #include "util/stacktrace.hpp"
 
 namespace mproc::detail {
@@ -57,15 +58,6 @@ std::string describe_exit(int code) {
 // Buffers of answered chunks kept for the next chunks (take_buffer): freed, the large ones made
 // glibc trim the heap after every map and fault every page in again for the next one.
 constexpr std::size_t kSpareMin = 64 * 1024, kSpareBytes = 64u << 20, kSpareCount = 64;
-
-struct RemoteInfo {
-  std::string type, what, worker, stack;
-  std::int32_t pid = 0;
-  template <class A>
-  void serialize(A& a) {
-    a(type, what, worker, stack, pid);
-  }
-};
 
 std::string method_title(const std::optional<Context>& ctx) {
   std::string m = ctx ? ctx->get_start_method() : get_start_method();
@@ -434,8 +426,7 @@ struct PoolCore::Impl {
     }
     std::exception_ptr e;
     try {
-      auto info = decode<RemoteInfo>(data, n);
-      e = std::make_exception_ptr(RemoteError(info.type, info.what, info.worker, info.pid, info.stack));
+      e = std::make_exception_ptr(remote_error_from(data, n));
     } catch (...) {
       e = std::current_exception();
     }
