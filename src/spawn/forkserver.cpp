@@ -285,11 +285,11 @@ void serve_request(Server& s, Peer& p) {
   int self = ::getpid();
   pid_t pid = ::fork();
   if (pid == 0) run_forked_child(s, self, fds);
-  os::Fd st(fds[0]);
-  for (std::size_t i = 1; i < fds.size(); ++i) ::close(fds[i]);
   // A failed fork (EAGAIN: out of processes) is told as -errno, so that the client reports the
   // cause instead of taking the EOF for the death of a server that still runs.
-  std::int32_t pid32 = pid < 0 ? -errno : pid;
+  std::int32_t pid32 = pid < 0 ? -errno : pid;  // before the closes below, which may set errno
+  os::Fd st(fds[0]);
+  for (std::size_t i = 1; i < fds.size(); ++i) ::close(fds[i]);
   if (pid < 0) {
     ::send(st.get(), &pid32, sizeof pid32, MSG_NOSIGNAL);
     return;
