@@ -39,8 +39,8 @@ class TimeoutError : public ProcessError {
 
 /// Python: OSError. A system call failed: out of descriptors (EMFILE), of processes (EAGAIN from
 /// fork), of memory... code() is its errno; what() names the operation, the object and the
-/// errno's name, e.g. "cannot start process 'Process-1': fork: Resource temporarily unavailable
-/// (EAGAIN)".
+/// errno's name, e.g. "cannot start process 'Process-1' (fork): fork: Resource temporarily
+/// unavailable (EAGAIN)". Where Python raises OSError, and for what src/os's calls report.
 class OSError : public Error {
  public:
   OSError(const std::string& what, std::error_code code) : Error(what), code_(code) {}
