@@ -16,15 +16,15 @@ std::string visible(const std::string& s) {
   return out;
 }
 
-std::string format_remote(const std::string& type_bytes, const std::string& message_bytes,
-                          const std::string& worker_bytes, int pid, const std::string& stack_bytes) {
-  std::string type = visible(type_bytes), message = visible(message_bytes), worker = visible(worker_bytes),
-              stack = visible(stack_bytes);
+std::string format_remote(const std::string& type, const std::string& message, const std::string& worker, int pid,
+                          const std::string& stack) {
   // The order of Python's print: the remote traceback first, then the exception itself.
-  std::string out = "\n\"\"\"\nRemote traceback (" + worker + ", pid " + std::to_string(pid) + "):\n";
-  out += stack.empty() ? "  (stack not captured)\n" : stack;
-  out += type + (message.empty() ? "" : ": " + message) + "\n\"\"\"\n";
-  out += type + (message.empty() ? "" : ": " + message);
+  std::string exception = visible(type);
+  if (!message.empty()) exception.append(": ").append(visible(message));
+  std::string out = "\n\"\"\"\nRemote traceback (";
+  out.append(visible(worker)).append(", pid ").append(std::to_string(pid)).append("):\n");
+  out.append(stack.empty() ? "  (stack not captured)\n" : visible(stack));
+  out.append(exception).append("\n\"\"\"\n").append(exception);
   return out;
 }
 }  // namespace
