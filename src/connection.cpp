@@ -403,7 +403,7 @@ struct ConnectionImpl {
     os::Fd m;
     try {
       m = os::sealed_memfd_copy("mproc-message", payload, n);
-    } catch (const std::system_error&) {
+    } catch (const OSError&) {
       return false;  // out of memory for tmpfs, or of descriptors: the stream still works
     }
     wait_for_reader(n);

@@ -193,7 +193,7 @@ void client_handshake(Connection& c, const std::optional<std::string>& authkey, 
       throw ConnectionError("the server at '" + to.str() + "' closed the connection while " + during);
     } catch (const ProtocolError& e) {
       refused("the server at '" + to.str() + "' sent garbage while " + during + ": " + e.what());
-    } catch (const std::system_error& e) {  // a reset: gone too
+    } catch (const OSError& e) {  // a reset: gone too
       throw ConnectionError("the server at '" + to.str() + "' dropped the connection while " + during + ": " + e.what());
     }
   };

@@ -114,11 +114,15 @@ void Process::start() {
   if (method != detail::Method::fork && !detail::state().initialized)
     throw Error(std::string("mproc::init(argc, argv) must be called first in main before starting a process with the '") +
                 detail::method_name(method) + "' start method: the child re-runs this program and needs it to find its work");
-  switch (method) {
-    case detail::Method::fork: p.popen = detail::launch_fork(p); break;
-    case detail::Method::spawn: p.popen = detail::launch_spawn(p); break;
-    case detail::Method::forkserver: p.popen = detail::launch_forkserver(p); break;
-    case detail::Method::mpi: break;  // refused above
+  try {
+    switch (method) {
+      case detail::Method::fork: p.popen = detail::launch_fork(p); break;
+      case detail::Method::spawn: p.popen = detail::launch_spawn(p); break;
+      case detail::Method::forkserver: p.popen = detail::launch_forkserver(p); break;
+      case detail::Method::mpi: break;  // refused above
+    }
+  } catch (const OSError& e) {  // "fork: ... (EAGAIN)" alone does not say which start failed
+    throw OSError("cannot start process '" + p.name + "' (" + detail::method_name(method) + "): " + e.what(), e.code());
   }
   auto& st = detail::state();
   std::lock_guard lock2(st.children_mu);

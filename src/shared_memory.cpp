@@ -71,7 +71,9 @@ std::string fresh_name() {
   if (err.value() == ENOENT) throw FileNotFoundError("no shared memory segment named " + shown);
   if (err.value() == EINVAL || err.value() == ENAMETOOLONG)
     throw ValueError("invalid shared memory name " + shown + ": " + err.message());
-  throw std::system_error(err, std::string("cannot ") + (create ? "create" : "open") + " shared memory segment " + shown);
+  throw OSError(std::string("cannot ") + (create ? "create" : "open") + " shared memory segment " + shown + ": " +
+                    os::errno_text(err.value()),
+                err);
 }
 
 }  // namespace
@@ -159,7 +161,7 @@ void SharedMemory::unlink() {
   std::error_code err;
   if (!os::shm_unlink(m.name, err)) {
     if (err.value() == ENOENT) throw FileNotFoundError("no shared memory segment named " + quoted(m.public_name) + " (unlinked already?)");
-    throw std::system_error(err, "cannot unlink shared memory segment " + quoted(m.public_name));
+    throw OSError("cannot unlink shared memory segment " + quoted(m.public_name) + ": " + os::errno_text(err.value()), err);
   }
   // An attached handle tells the tracker too: another process of the program may have created
   // and registered the segment. The identity keeps a newer segment of the same name registered.

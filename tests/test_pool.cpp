@@ -17,6 +17,8 @@
 #include <string>
 #include <system_error>
 
+#include "pool/remote_info.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -100,6 +102,20 @@ int open_dev_null(int n) {  // opens n descriptors, closes them, returns n; thro
   }
   for (int f : fds) ::close(f);
   return n;
+}
+
+// Found by fuzz/fuzz_remote_info.cpp: what() is a C string, so a NUL in a worker's error report
+// hid the rest of it (the exception's type and message) from whoever printed the error.
+TEST(PoolHostileBytes, AWorkersErrorReportWithNulBytesShowsEveryFieldInWhat) {
+  using namespace std::string_literals;
+  std::string report;
+  mproc::detail::encode(report, mproc::detail::RemoteInfo{"my\0type"s, "bad\0news"s, "Worker\0-1"s, "", 42});
+  auto sut = mproc::detail::remote_error_from(reinterpret_cast<const std::byte*>(report.data()), report.size());
+  std::string what = sut.what();
+  EXPECT_NE(what.find("my\\0type: bad\\0news"), std::string::npos) << what;
+  EXPECT_NE(what.find("Worker\\0-1, pid 42"), std::string::npos) << what;
+  EXPECT_EQ(sut.type(), "my\0type"s);  // the fields themselves keep the bytes
+  EXPECT_EQ(sut.message(), "bad\0news"s);
 }
 
 TEST_P(PoolTest, MapReturnsResultsInInputOrder) {

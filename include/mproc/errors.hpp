@@ -3,6 +3,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <system_error>
 
 namespace mproc {
 
@@ -34,6 +35,20 @@ class BufferTooShort : public ProcessError {
 class TimeoutError : public ProcessError {
  public:
   using ProcessError::ProcessError;
+};
+
+/// Python: OSError. A system call failed: out of descriptors (EMFILE), of processes (EAGAIN from
+/// fork), of memory... code() is its errno; what() names the operation, the object and the
+/// errno's name, e.g. "cannot start process 'Process-1' (fork): fork: Resource temporarily
+/// unavailable (EAGAIN)". Where Python raises OSError, and for what src/os's calls report.
+class OSError : public Error {
+ public:
+  OSError(const std::string& what, std::error_code code) : Error(what), code_(code) {}
+  /// The errno, in std::system_category(): compare with std::errc::too_many_files_open, ...
+  std::error_code code() const noexcept { return code_; }
+
+ private:
+  std::error_code code_;
 };
 
 /// Python: FileExistsError. Creating a named object (a SharedMemory segment) whose name is taken.

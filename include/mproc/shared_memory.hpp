@@ -60,7 +60,7 @@ class SharedMemory {
   SharedMemory() noexcept = default;
   /// Creates or attaches. Throws FileExistsError (create, name taken), FileNotFoundError (attach,
   /// no such segment), ValueError (a bad name, size 0 with create, a segment smaller than size
-  /// or empty), std::system_error for other failures of the system (permissions, memory).
+  /// or empty), OSError for other failures of the system (permissions, memory, descriptors).
   explicit SharedMemory(SharedMemoryOptions options);
 
   /// The name without its leading '/', as Python reports it; pass it to SharedMemory({.name}).

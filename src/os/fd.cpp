@@ -7,12 +7,21 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
+
+#include "mproc/errors.hpp"
 
 namespace mproc::os {
 
+std::string errno_text(int err) {
+  const char* name = ::strerrorname_np(err);  // null for an unknown errno
+  std::string text = std::system_category().message(err);
+  return name ? text + " (" + name + ")" : text;
+}
+
 void throw_errno(const std::string& what, int err) {
-  throw std::system_error(err, std::system_category(), what);
+  throw OSError(what + ": " + errno_text(err), std::error_code(err, std::system_category()));
 }
 
 void Fd::reset(int fd) noexcept {

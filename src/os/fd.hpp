@@ -18,8 +18,11 @@ auto retry(F&& call) {
   }
 }
 
-/// std::system_error with errno and a message naming the operation and the object.
+/// mproc::OSError with errno and a message naming the operation, the object and the errno
+/// ("socketpair for Pipe: Too many open files (EMFILE)").
 [[noreturn]] void throw_errno(const std::string& what, int err = errno);
+/// "Too many open files (EMFILE)": strerror and the errno's name, which is what a reader greps for.
+std::string errno_text(int err);
 
 /// A move-only owned descriptor. The destructor closes and never throws.
 class Fd {

@@ -13,9 +13,9 @@ namespace mproc::os {
 class Mapping {
  public:
   Mapping() noexcept = default;
-  /// Maps size bytes of fd read-write and shared. Throws std::system_error.
+  /// Maps size bytes of fd read-write and shared. Throws mproc::OSError.
   Mapping(int fd, std::size_t size);
-  /// Maps size bytes of fd with the given mmap prot and flags. Throws std::system_error.
+  /// Maps size bytes of fd with the given mmap prot and flags. Throws mproc::OSError.
   Mapping(int fd, std::size_t size, int prot, int flags);
   Mapping(Mapping&& o) noexcept : addr_(std::exchange(o.addr_, nullptr)), size_(std::exchange(o.size_, 0)) {}
   Mapping& operator=(Mapping&& o) noexcept {
@@ -52,11 +52,11 @@ std::size_t file_size(int fd);
 
 /// A new memfd holding a copy of n bytes, sealed (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
 /// F_SEAL_SEAL) so that nobody, the creator included, can change it afterwards; close-on-exec.
-/// Throws std::system_error (and creates nothing) when any step fails.
+/// Throws mproc::OSError (and creates nothing) when any step fails.
 Fd sealed_memfd_copy(const char* name, const void* data, std::size_t n);
 
 /// Reads n bytes from offset 0 of fd (pread, retrying EINTR and short reads) into dst. Returns
-/// the count read: less than n only at end of file. Throws std::system_error.
+/// the count read: less than n only at end of file. Throws mproc::OSError.
 std::size_t pread_full(int fd, void* dst, std::size_t n, const char* what);
 
 }  // namespace mproc::os

@@ -21,6 +21,7 @@
 #include "mproc/detail/pool_core.hpp"
 #include "mproc/process.hpp"
 #include "os/fd.hpp"
+#include "pool/remote_info.hpp"
 #include "util/stacktrace.hpp"
 
 namespace mproc::detail {
@@ -52,15 +53,6 @@ constexpr int kInitDeaths = 3;  // see handle_exit
 // Buffers of answered chunks kept for the next chunks (take_buffer): freed, the large ones made
 // glibc trim the heap after every map and fault every page in again for the next one.
 constexpr std::size_t kSpareMin = 64 * 1024, kSpareBytes = 64u << 20, kSpareCount = 64;
-
-struct RemoteInfo {
-  std::string type, what, worker, stack;
-  std::int32_t pid = 0;
-  template <class A>
-  void serialize(A& a) {
-    a(type, what, worker, stack, pid);
-  }
-};
 
 std::string method_title(const std::optional<Context>& ctx) {
   std::string m = ctx ? ctx->get_start_method() : get_start_method();
@@ -429,8 +421,7 @@ struct LocalEngine final : PoolEngine {
     }
     std::exception_ptr e;
     try {
-      auto info = decode<RemoteInfo>(data, n);
-      e = std::make_exception_ptr(RemoteError(info.type, info.what, info.worker, info.pid, info.stack));
+      e = std::make_exception_ptr(remote_error_from(data, n));
     } catch (...) {
       e = std::current_exception();
     }
@@ -623,6 +614,15 @@ struct LocalEngine final : PoolEngine {
         start_worker();
         ++live_workers;
         started = true;
+      } catch (const OSError& e) {
+        // Out of processes or descriptors: the pool cannot keep its size, so every task, now and
+        // later, fails with the cause rather than waiting for a worker that never comes.
+        set_broken(std::make_exception_ptr(OSError(
+                       "the pool cannot start a worker (" + std::to_string(workers.size()) + " of " +
+                           std::to_string(cfg.processes) + " running): " + e.what(),
+                       e.code())),
+                   "cannot start a worker");
+        return;
       } catch (...) {
         set_broken(std::current_exception(), "cannot start a worker");
         return;

@@ -35,7 +35,14 @@ void Popen::send_signal(int sig) {
 PopenChild::PopenChild(int pid) {
   pid_ = pid;
   pidfd_.reset(pidfd_open(pid));
-  if (!pidfd_) os::throw_errno("pidfd_open for child " + std::to_string(pid));
+  if (!pidfd_) {
+    // Out of descriptors (EMFILE) after the child already runs: nobody could ever wait for or
+    // signal it, so it must not run on (or stay a zombie) behind a start() that failed.
+    int err = errno;
+    ::kill(pid, SIGKILL);
+    os::retry([&] { return ::waitpid(pid, nullptr, 0); });
+    os::throw_errno("pidfd_open for child " + std::to_string(pid) + " (the child was killed)", err);
+  }
 }
 
 std::optional<int> PopenChild::poll(bool block) {

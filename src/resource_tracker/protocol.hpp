@@ -16,10 +16,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <string>
+#include <utility>
 
 #include "mproc/detail/fd_passing.hpp"
 #include "mproc/detail/serialize.hpp"
+#include "resource_tracker/resource_tracker.hpp"
 #include "util/auth.hpp"
 
 namespace mproc::detail::tracker {
@@ -44,6 +47,15 @@ inline Digest answer(const char* label, const unsigned char* challenge, std::uin
   msg.append(reinterpret_cast<const char*>(&tracker_pid), sizeof tracker_pid);
   return hmac_sha256(authkey(), msg.data(), msg.size());
 }
+
+/// What the tracker holds: the names registered and not unregistered, each with the file it
+/// named when it was registered.
+using Registry = std::map<std::pair<ResourceKind, std::string>, os::FileIdentity>;
+
+/// Applies one request as an authenticated peer sent it (one datagram, any bytes): a register
+/// or an unregister. Returns false, and changes nothing, for a malformed request. The tracker's
+/// only decoder of bytes from another process (fuzz/fuzz_tracker_request.cpp).
+bool handle_request(Registry& registry, const unsigned char* request, std::size_t n);
 
 /// A descriptor handed to the tracker process as an argument of its task.
 struct PassedFd {

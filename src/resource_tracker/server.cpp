@@ -66,7 +66,7 @@ struct Tracker {
   bool seen_client = false;
   Clock::time_point started = Clock::now();
   std::map<int, std::unique_ptr<Peer>> peers;  // by socket
-  std::map<std::pair<ResourceKind, std::string>, os::FileIdentity> registered;
+  Registry registered;
 };
 
 int open_root(int pid, std::uint64_t start) {
@@ -129,7 +129,9 @@ bool serve_handshake(Tracker& t, Peer& p) {
   return true;
 }
 
-void handle(Tracker& t, const unsigned char* m, std::size_t n) {
+}  // namespace
+
+bool handle_request(Registry& registry, const unsigned char* m, std::size_t n) {
   std::uint32_t kind = 0;
   os::FileIdentity id;
   if (n > kRequestHeader) {
@@ -143,13 +145,21 @@ void handle(Tracker& t, const unsigned char* m, std::size_t n) {
   bool good_name = name.starts_with('/') && os::shm_name_problem(name).empty();
   auto key = std::make_pair(static_cast<ResourceKind>(kind), name);
   if (known_kind && good_name && std::memcmp(m, kRegister, 4) == 0 && id) {
-    t.registered[key] = id;
+    registry[key] = id;
   } else if (known_kind && good_name && std::memcmp(m, kUnregister, 4) == 0) {
-    auto it = t.registered.find(key);
-    if (it != t.registered.end() && (!id || it->second == id)) t.registered.erase(it);
-  } else {  // Python prints the exception and carries on; so do we
-    say("ignored a malformed request of " + std::to_string(n) + " bytes");
+    auto it = registry.find(key);
+    if (it != registry.end() && (!id || it->second == id)) registry.erase(it);
+  } else {
+    return false;
   }
+  return true;
+}
+
+namespace {
+
+void handle(Tracker& t, const unsigned char* m, std::size_t n) {
+  // Python prints the exception and carries on; so do we
+  if (!handle_request(t.registered, m, n)) say("ignored a malformed request of " + std::to_string(n) + " bytes");
 }
 
 // Reads every queued request. False when the peer closed its end (after its last requests).

@@ -128,7 +128,12 @@ void start_server(Client& c) {
   msg.nfds = 2;
   std::string frame = encode_frame(msg);
   os::Fd memfd = os::memfd_with("mproc-forkserver", frame.data(), frame.size());
-  int pid = spawn_self(kForkserverMarker, memfd.get(), {listener.get(), alive_r.get()});
+  int pid = 0;
+  try {
+    pid = spawn_self(kForkserverMarker, memfd.get(), {listener.get(), alive_r.get()});
+  } catch (const OSError& e) {  // say which process could not be spawned: not the one asked for
+    throw OSError(std::string("cannot start the fork server: ") + e.what(), e.code());
+  }
   c.address = name;
   c.server_pid = pid;
   c.started_here = true;
@@ -280,10 +285,15 @@ void serve_request(Server& s, Peer& p) {
   int self = ::getpid();
   pid_t pid = ::fork();
   if (pid == 0) run_forked_child(s, self, fds);
+  // A failed fork (EAGAIN: out of processes) is told as -errno, so that the client reports the
+  // cause instead of taking the EOF for the death of a server that still runs.
+  std::int32_t pid32 = pid < 0 ? -errno : pid;  // before the closes below, which may set errno
   os::Fd st(fds[0]);
   for (std::size_t i = 1; i < fds.size(); ++i) ::close(fds[i]);
-  if (pid < 0) return;  // st closes: the client sees EOF before a pid and reports the failure
-  std::int32_t pid32 = pid;
+  if (pid < 0) {
+    ::send(st.get(), &pid32, sizeof pid32, MSG_NOSIGNAL);
+    return;
+  }
   if (::send(st.get(), &pid32, sizeof pid32, MSG_NOSIGNAL) == sizeof pid32)
     s.children.emplace(pid, Child{std::move(st), p.sock.get(), (flags & kDaemonFlag) != 0});
 }
@@ -370,8 +380,10 @@ ForkserverChild forkserver_launch(int message_fd, const std::vector<int>& fds, b
   if (send_with_fds(c.conn.get(), req, sizeof req, all) != static_cast<ssize_t>(sizeof req)) server_died(c, "sending a request");
   status_w.reset();
   std::int32_t pid = 0;
-  if (os::read_full(status.get(), &pid, sizeof pid, "read from the fork server") != sizeof pid || pid <= 0)
+  if (os::read_full(status.get(), &pid, sizeof pid, "read from the fork server") != sizeof pid || pid == 0)
     server_died(c, "waiting for the new child's pid");
+  if (pid < 0)
+    os::throw_errno("the fork server (pid " + std::to_string(c.server_pid) + ") could not fork the child", -pid);
   return {pid, std::move(status)};
 }
 

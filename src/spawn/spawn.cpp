@@ -141,7 +141,7 @@ int spawn_self(const char* marker, int message_fd, const std::vector<int>& fds) 
   int err = ::posix_spawn(&pid, path.c_str(), &fa, &attr, argv, environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
-  if (err != 0) throw ProcessError(std::string("cannot spawn a child: ") + std::strerror(err));
+  if (err != 0) os::throw_errno("posix_spawn of a child", err);
   return pid;
 }
 

@@ -14,6 +14,7 @@
 
 #include "mproc/detail/callable.hpp"
 #include "mproc/synchronize.hpp"
+#include "os/fd.hpp"
 #include "os/futex.hpp"
 #include "sync/block.hpp"
 #include "sync/robust_mutex.hpp"
@@ -181,7 +182,7 @@ void init_slot_mutex(pthread_mutex_t& m) {
   ::pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
   int r = ::pthread_mutex_init(&m, &attr);
   ::pthread_mutexattr_destroy(&attr);
-  if (r != 0) throw std::system_error(r, std::system_category(), "pthread_mutex_init of a Barrier slot");
+  if (r != 0) os::throw_errno("pthread_mutex_init of a Barrier slot", r);
 }
 
 }  // namespace
