@@ -182,16 +182,21 @@ class MpiEngine final : public PoolEngine {
     char exe[4096] = {};
     ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n <= 0) throw Error("cannot find this program's file to spawn MPI workers: readlink /proc/self/exe failed");
-    char marker[] = "--mproc-mpi-worker";
-    char* args[] = {marker, nullptr};
+    std::string marker = kWorkerMarker;
+    char* args[] = {marker.data(), nullptr};
     std::vector<int> errors(static_cast<std::size_t>(k));
     auto l = lock();
     MPI_Info info;
     MPI_Info_create(&info);
     // Workers beyond the machine's cores are allowed, as a local pool's are.
     MPI_Info_set(info, "map_by", "slot:OVERSUBSCRIBE");
+    // A failed spawn is an error to report, not the job's end (MPI's default on MPI_COMM_SELF).
+    MPI_Errhandler previous;
+    MPI_Comm_get_errhandler(MPI_COMM_SELF, &previous);
     MPI_Comm_set_errhandler(MPI_COMM_SELF, MPI_ERRORS_RETURN);
     int rc = MPI_Comm_spawn(exe, args, k, info, 0, MPI_COMM_SELF, &comm_, errors.data());
+    MPI_Comm_set_errhandler(MPI_COMM_SELF, previous);
+    MPI_Errhandler_free(&previous);
     MPI_Info_free(&info);
     check(rc, "MPI_Comm_spawn of the pool's workers");
     spawned_ = true;
@@ -276,6 +281,12 @@ class MpiEngine final : public PoolEngine {
         for (std::size_t i = 0; i < ranks_.size() && !queue_.empty(); ++i) {
           Rank& r = ranks_[i];
           if (!accepts(r, batches[i].size())) continue;
+          if (queue_.front().bytes.size() > kMaxMessage) {
+            too_large_.push_back(std::move(queue_.front()));
+            queue_.pop_front();
+            gave = true;
+            continue;
+          }
           bool idle = r.inflight.empty() && batches[i].empty();
           if (!idle && r.waiting_bytes + queue_.front().bytes.size() > kMaxWaitingBytes) continue;
           batches[i].push_back(std::move(queue_.front()));
@@ -284,7 +295,11 @@ class MpiEngine final : public PoolEngine {
         }
       }
     }
-    bool any = false;
+    bool any = !too_large_.empty();
+    for (auto& c : too_large_)
+      fail(c, std::make_exception_ptr(Error("a task of " + std::to_string(c.bytes.size()) +
+                                            " bytes is over MPI's limit of 2 GiB per message")));
+    too_large_.clear();
     for (std::size_t i = 0; i < ranks_.size(); ++i) {
       if (batches[i].empty()) continue;
       any = true;
@@ -443,6 +458,7 @@ class MpiEngine final : public PoolEngine {
   bool spawned_ = false;
   std::vector<int> owned_;  // static model: the world ranks taken
   std::vector<Rank> ranks_;
+  std::vector<Chunk> too_large_;  // dispatch's
   Sends sends_;
   std::uint64_t next_id_ = 1;
 

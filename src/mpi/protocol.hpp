@@ -27,6 +27,8 @@ enum Tag : int {
 
 /// Sent alone rather than packed from this size on.
 constexpr std::size_t kAloneBytes = 64 * 1024;
+/// MPI counts bytes in an int: a larger chunk or answer fails alone, with an error saying so.
+constexpr std::size_t kMaxMessage = 0x7fffffff;
 /// Bumped whenever a message's layout changes: ranks of different mproc builds refuse each other.
 constexpr std::uint32_t kVersion = 1;
 

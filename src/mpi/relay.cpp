@@ -18,6 +18,11 @@ namespace {
 class RelayJob final : public JobBase {
  public:
   void chunk_done(std::size_t index, const std::byte* data, std::size_t n) override {
+    if (kChunkHeader + n > kMaxMessage) {
+      chunk_failed(index, std::make_exception_ptr(Error("a result of " + std::to_string(n) +
+                                                         " bytes is over MPI's limit of 2 GiB per message")));
+      return;
+    }
     std::string a(kChunkHeader + n, '\0');
     std::uint64_t id = index;
     std::memcpy(a.data(), &id, sizeof id);

@@ -16,7 +16,8 @@ namespace {
 
 struct State {
   std::mutex mu;  // every MPI call
-  bool ours = false;  // MPI_Init was ours: so is MPI_Finalize
+  bool ours = false;    // MPI_Init was ours: so is MPI_Finalize
+  bool leader = false;  // the program's rank 0 (a spawned worker's world has a rank 0 too)
   MPI_Comm world = MPI_COMM_NULL;
   int rank = 0, size = 1;
   std::string host;
@@ -38,7 +39,7 @@ void finalize_at_exit() {
     MPI_Finalized(&finalized);
     if (finalized) return;
   }
-  if (s.rank == 0)
+  if (s.leader)
     for (int r = 1; r < s.size; ++r) {
       try {
         send(s.world, r, kExit, {});
@@ -47,7 +48,7 @@ void finalize_at_exit() {
     }
   std::lock_guard l(s.mu);
   MPI_Comm_free(&s.world);
-  MPI_Finalize();
+  if (s.ours || !s.leader) MPI_Finalize();  // a worker rank is ours to end in any case
 }
 
 void initialize(int* argc, char*** argv) {
@@ -71,7 +72,13 @@ void initialize(int* argc, char*** argv) {
   ::gethostname(name, sizeof name - 1);
   s.host = name;
   s.busy.assign(static_cast<std::size_t>(s.size), false);
-  if (s.ours && s.rank == 0) std::atexit(finalize_at_exit);
+  MPI_Comm parent = MPI_COMM_NULL;
+  MPI_Comm_get_parent(&parent);
+  // The program's rank 0 (not a worker spawned by a pool, whose world has a rank 0 too) tells the
+  // worker ranks to end even when the program started MPI itself (they never return from
+  // mproc::init, so only this ends them); it ends MPI only if mproc started it.
+  s.leader = s.rank == 0 && parent == MPI_COMM_NULL;
+  if (s.leader) std::atexit(finalize_at_exit);
 }
 
 bool under_mpirun() {
