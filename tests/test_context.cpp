@@ -45,6 +45,24 @@ TEST(ContextTest, DefaultStartMethodIsForkserver) {
   EXPECT_EQ(mproc::get_all_start_methods(), (std::vector<std::string>{"forkserver", "fork", "spawn"}));
 }
 
+TEST(ContextTest, TheMpiContextWithoutTheMpiBackendIsAClearError) {
+  // This program does not link mproc::mpi (or mproc was built without MPI): "mpi" is a known
+  // name, but asking for it says what is missing.
+  for (auto ask : {+[] { (void)mproc::get_context("mpi"); }, +[] { mproc::set_start_method("mpi", true); }}) {
+    try {
+      ask();
+      FAIL() << "no error";
+    } catch (const mproc::Error& e) {
+      std::string what = e.what();
+      EXPECT_NE(what.find("the mpi context is unavailable"), std::string::npos) << what;
+      EXPECT_TRUE(what.find("link the CMake target mproc::mpi") != std::string::npos ||
+                  what.find("mproc was built without MPI") != std::string::npos)
+          << what;
+    }
+  }
+  EXPECT_NE(mproc::get_start_method(), "mpi");
+}
+
 TEST(ContextTest, SetStartMethodTwiceThrowsUnlessForced) {
   mproc::set_start_method("spawn", true);
   EXPECT_EQ(mproc::get_start_method(), "spawn");
