@@ -177,9 +177,13 @@ bool serve_pool(MPI_Comm comm, int leader, Message attach) {
   };
   int stop_signal = -1;  // from kDetach: 0 finishes what was sent, else kills the local worker
   bool exit_program = false;
+  std::string spare;  // a large chunk's memory, back from the local pool once answered
   while (stop_signal < 0) {
     bool progressed = false;
-    while (auto m = try_recv(comm, leader)) {
+    for (;;) {
+      if (spare.capacity() < kAloneBytes) spare = local->take_buffer();
+      auto m = try_recv(comm, leader, &spare);
+      if (!m) break;
       progressed = true;
       if (m->tag == kTask) {
         chunks.push_back(to_chunk(job, std::move(m->bytes)));

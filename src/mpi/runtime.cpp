@@ -132,7 +132,7 @@ void release_ranks(const std::vector<int>& ranks) {
   for (int r : ranks) s.busy[static_cast<std::size_t>(r)] = false;
 }
 
-std::optional<Message> try_recv(MPI_Comm comm, int source) {
+std::optional<Message> try_recv(MPI_Comm comm, int source, std::string* spare) {
   auto l = lock();
   int flag = 0;
   MPI_Message handle;
@@ -143,7 +143,9 @@ std::optional<Message> try_recv(MPI_Comm comm, int source) {
   MPI_Get_count(&status, MPI_BYTE, &count);
   Message m;
   m.tag = status.MPI_TAG;
-  m.bytes.resize(static_cast<std::size_t>(count));
+  const auto n = static_cast<std::size_t>(count);
+  if (spare && spare->capacity() >= n) m.bytes = std::move(*spare);
+  m.bytes.resize(n);  // in a spare of this size or more: no page to fault in, nothing to zero
   check(MPI_Mrecv(m.bytes.data(), count, MPI_BYTE, &handle, MPI_STATUS_IGNORE), "MPI_Mrecv");
   return m;
 }

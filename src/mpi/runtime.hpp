@@ -38,8 +38,9 @@ struct Message {
   int tag = 0;
   std::string bytes;
 };
-/// The next message from `source`, if one has come.
-std::optional<Message> try_recv(MPI_Comm comm, int source);
+/// The next message from `source`, if one has come; received into *spare (taken) when it is
+/// large enough: memory already in use, where a fresh buffer's every page faults in zeroed.
+std::optional<Message> try_recv(MPI_Comm comm, int source, std::string* spare = nullptr);
 
 /// Sends in flight: their buffers live until MPI is done with them.
 class Sends {
