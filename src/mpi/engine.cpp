@@ -22,10 +22,11 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 // Chunks in flight per rank: enough to cover about kHideUs of the round trip at the rank's
-// measured time per chunk (MPI's latency plus the polling), between kMinDepth and kMaxDepth,
-// and never more than kMaxWaitingBytes waiting behind the running one.
+// measured time per chunk, between kMinDepth and kMaxDepth, and never more than
+// kMaxWaitingBytes waiting behind the running one. The round trip includes both sides' polling
+// (up to 1 ms each): 1 MiB chunks (about 1 ms each) went 1.4 -> 1.55 GB/s from 2 ms to 8 ms.
 constexpr std::size_t kMinDepth = 2, kMaxDepth = 256;
-constexpr double kHideUs = 2000, kUnknownUs = 1000;
+constexpr double kHideUs = 8000, kUnknownUs = 1000;
 constexpr std::size_t kMaxWaitingBytes = 16u << 20;
 
 class MpiEngine final : public PoolEngine {
