@@ -29,7 +29,7 @@ constexpr std::size_t kMinDepth = 2, kMaxDepth = 256;
 constexpr double kHideUs = 8000, kUnknownUs = 1000;
 constexpr std::size_t kMaxWaitingBytes = 16u << 20;
 
-class MpiEngine final : public PoolEngine {
+class MpiEngine final : public QueueEngine {
  public:
   explicit MpiEngine(PoolConfig config) : cfg_(std::move(config)) {
     if (!initialized())
@@ -54,67 +54,12 @@ class MpiEngine final : public PoolEngine {
       end_ranks();
       throw;
     }
-    handler_ = std::thread([this] { run(); });
+    handler = std::thread([this] { run(); });
   }
 
   ~MpiEngine() override {
     terminate(SIGTERM);
     join();
-  }
-
-  void submit(std::vector<Chunk> chunks) override {
-    {
-      std::lock_guard l(mu_);
-      if (broken_) std::rethrow_exception(broken_);
-      if (closed_) throw Error("the pool is closed: no new tasks");
-      for (auto& c : chunks) queue_.push_back(std::move(c));
-      woken_ = true;
-    }
-    cv_.notify_one();
-  }
-
-  bool cancel(const JobBase* job) override {
-    std::lock_guard l(mu_);
-    auto before = queue_.size();
-    std::erase_if(queue_, [&](const Chunk& c) { return c.job.get() == job; });
-    return queue_.size() != before;
-  }
-
-  void cancel_all(std::exception_ptr error) override {
-    std::deque<Chunk> pending;
-    {
-      std::lock_guard l(mu_);
-      pending.swap(queue_);
-    }
-    for (auto& c : pending) fail(c, error);
-  }
-
-  void close() override {
-    {
-      std::lock_guard l(mu_);
-      closed_ = woken_ = true;
-    }
-    cv_.notify_one();
-  }
-
-  void terminate(int signal) override {
-    {
-      std::lock_guard l(mu_);
-      closed_ = terminating_ = woken_ = true;
-      signal_ = signal;
-    }
-    cv_.notify_one();
-  }
-
-  void join() override {
-    {
-      std::lock_guard l(mu_);
-      if (!closed_) throw Error("join() needs close() or terminate() first");
-    }
-    if (handler_.joinable()) {
-      if (handler_.get_id() == std::this_thread::get_id()) throw Error("join() from a result callback would wait for itself");
-      handler_.join();
-    }
   }
 
   int processes() const noexcept override { return static_cast<int>(ranks_.size()); }
@@ -225,8 +170,8 @@ class MpiEngine final : public PoolEngine {
   void end_ranks() {
     std::int32_t sig = 0;
     {
-      std::lock_guard l(mu_);
-      if (terminating_) sig = signal_;
+      std::lock_guard l(mu);
+      if (terminating) sig = terminate_signal;
     }
     std::string payload(reinterpret_cast<const char*>(&sig), sizeof sig);
     for (auto& r : ranks_)
@@ -251,22 +196,12 @@ class MpiEngine final : public PoolEngine {
     }
   }
 
-  void fail(Chunk& c, std::exception_ptr e) {
-    if (!c.job) return;
-    try {
-      c.job->chunk_failed(c.index, e);
-    } catch (...) {
-    }
-  }
-
-  void set_broken(std::exception_ptr e) {
-    std::deque<Chunk> pending;
+  void wake() override {
     {
-      std::lock_guard l(mu_);
-      if (!broken_) broken_ = e;
-      pending.swap(queue_);
+      std::lock_guard l(mu);
+      woken_ = true;
     }
-    for (auto& c : pending) fail(c, e);
+    cv_.notify_one();
   }
 
   bool accepts(const Rank& r, std::size_t batched) const { return r.inflight.size() + batched < r.depth(); }
@@ -275,23 +210,23 @@ class MpiEngine final : public PoolEngine {
   bool dispatch() {
     std::vector<std::vector<Chunk>> batches(ranks_.size());
     {
-      std::lock_guard l(mu_);
-      if (broken_) return false;
-      for (bool gave = true; gave && !queue_.empty();) {
+      std::lock_guard l(mu);
+      if (broken) return false;
+      for (bool gave = true; gave && !queue.empty();) {
         gave = false;
-        for (std::size_t i = 0; i < ranks_.size() && !queue_.empty(); ++i) {
+        for (std::size_t i = 0; i < ranks_.size() && !queue.empty(); ++i) {
           Rank& r = ranks_[i];
           if (!accepts(r, batches[i].size())) continue;
-          if (queue_.front().bytes.size() > kMaxMessage) {
-            too_large_.push_back(std::move(queue_.front()));
-            queue_.pop_front();
+          if (queue.front().bytes.size() > kMaxMessage) {
+            too_large_.push_back(std::move(queue.front()));
+            queue.pop_front();
             gave = true;
             continue;
           }
           bool idle = r.inflight.empty() && batches[i].empty();
-          if (!idle && r.waiting_bytes + queue_.front().bytes.size() > kMaxWaitingBytes) continue;
-          batches[i].push_back(std::move(queue_.front()));
-          queue_.pop_front();
+          if (!idle && r.waiting_bytes + queue.front().bytes.size() > kMaxWaitingBytes) continue;
+          batches[i].push_back(std::move(queue.front()));
+          queue.pop_front();
           gave = true;
         }
       }
@@ -410,9 +345,9 @@ class MpiEngine final : public PoolEngine {
       for (;;) {
         bool busy = false;
         {
-          std::lock_guard l(mu_);
+          std::lock_guard l(mu);
           busy = std::any_of(ranks_.begin(), ranks_.end(), [](const Rank& r) { return !r.inflight.empty(); });
-          if (terminating_ || (closed_ && queue_.empty() && !busy)) break;
+          if (terminating || (closed && queue.empty() && !busy)) break;
         }
         bool progressed = dispatch();
         progressed = receive() || progressed;
@@ -421,7 +356,7 @@ class MpiEngine final : public PoolEngine {
           continue;
         }
         auto d = busy ? backoff.next() : std::chrono::microseconds(0);
-        std::unique_lock l(mu_);
+        std::unique_lock l(mu);
         if (!busy) cv_.wait(l, [&] { return woken_; });  // nothing comes from MPI: wait for the caller
         else if (d.count() == 0) {
           l.unlock();
@@ -448,8 +383,8 @@ class MpiEngine final : public PoolEngine {
       for (auto& s : r.inflight) fail(s.chunk, e);
     std::deque<Chunk> pending;
     {
-      std::lock_guard l(mu_);
-      pending.swap(queue_);
+      std::lock_guard l(mu);
+      pending.swap(queue);
     }
     for (auto& c : pending) fail(c, e);
   }
@@ -463,13 +398,8 @@ class MpiEngine final : public PoolEngine {
   Sends sends_;
   std::uint64_t next_id_ = 1;
 
-  std::mutex mu_;  // the queue and the flags below
-  std::condition_variable cv_;
-  std::deque<Chunk> queue_;
-  bool closed_ = false, terminating_ = false, woken_ = false;
-  int signal_ = SIGTERM;
-  std::exception_ptr broken_;
-  std::thread handler_;
+  std::condition_variable cv_;  // with mu: wake() sets woken_
+  bool woken_ = false;
 };
 
 std::unique_ptr<PoolEngine> make_engine(PoolConfig config) { return std::make_unique<MpiEngine>(std::move(config)); }

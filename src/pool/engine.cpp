@@ -5,6 +5,7 @@
 #include <atomic>
 #include <string>
 
+#include "mproc/errors.hpp"
 #include "process_state.hpp"
 
 namespace mproc::detail {
@@ -14,6 +15,79 @@ std::atomic<const MpiBackend*> g_mpi{nullptr};
 
 void set_mpi_backend(const MpiBackend* backend) noexcept { g_mpi.store(backend, std::memory_order_release); }
 const MpiBackend* mpi_backend() noexcept { return g_mpi.load(std::memory_order_acquire); }
+
+void QueueEngine::submit(std::vector<Chunk> chunks) {
+  {
+    std::lock_guard lock(mu);
+    if (broken) std::rethrow_exception(broken);
+    if (closed || terminating) throw Error("the pool is closed: no new tasks");
+    for (auto& c : chunks) queue.push_back(std::move(c));
+  }
+  wake();
+}
+
+bool QueueEngine::cancel(const JobBase* job) {
+  std::lock_guard lock(mu);
+  auto before = queue.size();
+  std::erase_if(queue, [&](const Chunk& c) { return c.job.get() == job; });
+  return queue.size() != before;
+}
+
+void QueueEngine::cancel_all(std::exception_ptr error) {
+  std::deque<Chunk> pending;
+  {
+    std::lock_guard lock(mu);
+    pending.swap(queue);
+  }
+  for (auto& c : pending) fail(c, error);
+}
+
+void QueueEngine::close() {
+  {
+    std::lock_guard lock(mu);
+    closed = true;
+  }
+  wake();
+}
+
+void QueueEngine::terminate(int signal) {
+  {
+    std::lock_guard lock(mu);
+    closed = true;
+    terminating = true;
+    terminate_signal = signal;
+  }
+  wake();
+}
+
+void QueueEngine::join() {
+  {
+    std::lock_guard lock(mu);
+    if (!closed) throw Error("join() needs close() or terminate() first");
+  }
+  if (handler.joinable()) {
+    if (handler.get_id() == std::this_thread::get_id()) throw Error("join() from a result callback would wait for itself");
+    handler.join();
+  }
+}
+
+void QueueEngine::fail(Chunk& c, std::exception_ptr e) {
+  if (!c.job) return;
+  try {
+    c.job->chunk_failed(c.index, e);
+  } catch (...) {
+  }
+}
+
+void QueueEngine::set_broken(std::exception_ptr e) {
+  std::deque<Chunk> pending;
+  {
+    std::lock_guard lock(mu);
+    if (!broken) broken = e;
+    pending.swap(queue);
+  }
+  for (auto& c : pending) fail(c, e);
+}
 
 std::string describe_exit(int code) {
   if (code >= 0) return "exited with code " + std::to_string(code);

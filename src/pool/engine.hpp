@@ -2,12 +2,44 @@
 // library, src/mpi/) plugs in when a program links it. Not API.
 #pragma once
 
+#include <signal.h>
+
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 
 #include "mproc/detail/pool_core.hpp"
 
 namespace mproc::detail {
+
+/// What every engine has: the chunks no worker has taken yet, the pool's state, and a handler
+/// thread that wake() tells to look again.
+class QueueEngine : public PoolEngine {
+ public:
+  void submit(std::vector<Chunk> chunks) override;
+  bool cancel(const JobBase* job) override;
+  void cancel_all(std::exception_ptr error) override;
+  void close() override;
+  void terminate(int signal) override;
+  void join() override;
+
+ protected:
+  virtual void wake() = 0;
+  /// Tells c's job; a job that throws is not the pool's problem.
+  static void fail(Chunk& c, std::exception_ptr e);
+  /// The pool takes no more tasks, and every queued one fails with e (the first e stays).
+  void set_broken(std::exception_ptr e);
+
+  mutable std::mutex mu;  // guards queue, closed, terminating, terminate_signal, broken
+  std::deque<Chunk> queue;
+  bool closed = false;
+  bool terminating = false;
+  int terminate_signal = SIGTERM;
+  std::exception_ptr broken;  // e.g. the initializer failed, or a crash in break_on_crash mode
+  std::thread handler;
+};
 
 /// "exited with code 3", "killed by signal 9": how a worker ended, for error messages.
 std::string describe_exit(int code);

@@ -274,7 +274,7 @@ void pool_worker_main(Connection conn, WorkerSetup setup) {
 // ---------------------------------------------------------------------------------------------
 // Parent side
 
-struct LocalEngine final : PoolEngine {
+struct LocalEngine final : QueueEngine {
   struct Worker {
     Worker(Process p, Connection c, RawArray<std::uint64_t> m) : proc(std::move(p)), conn(std::move(c)), mailbox(std::move(m)) {}
     Process proc;
@@ -306,13 +306,7 @@ struct LocalEngine final : PoolEngine {
   };
 
   PoolConfig cfg;
-  mutable std::mutex mu;  // guards queue, closed, terminating, broken
-  std::deque<Chunk> queue;
-  bool closed = false;
-  bool terminating = false;
-  int terminate_signal = SIGTERM;
-  std::exception_ptr broken;  // initializer failed (or a crash in break_on_crash mode)
-  os::Fd wake;
+  os::Fd wake_fd;
   std::vector<std::unique_ptr<Worker>> workers;  // the handler thread's after the constructor
   std::vector<std::vector<Chunk>> batches;  // dispatch's, one per worker: kept for their memory
   std::vector<std::size_t> batch_bytes;     // dispatch's
@@ -324,16 +318,15 @@ struct LocalEngine final : PoolEngine {
   std::vector<int> pids;  // snapshot for worker_pids(), under mu
   std::vector<std::string> spare;  // under mu: see kSpareBytes
   std::size_t spare_bytes = 0;
-  std::thread handler;
   std::uint64_t next_id = 1;
   int worker_counter = 0;
   std::string title;
   std::shared_ptr<const Task> initializer;  // cfg.initializer, shared with every WorkerSetup
   int init_deaths = 0;  // workers in a row that died before their initializer answered
 
-  void notify() {
+  void wake() override {
     std::uint64_t one = 1;
-    (void)!::write(wake.get(), &one, sizeof one);
+    (void)!::write(wake_fd.get(), &one, sizeof one);
   }
 
   void start_worker() {
@@ -391,14 +384,6 @@ struct LocalEngine final : PoolEngine {
            (cfg.maxtasksperchild == 0 || w.sent + static_cast<std::int64_t>(batched) < cfg.maxtasksperchild);
   }
 
-  void fail(Chunk& c, std::exception_ptr e) {
-    if (!c.job) return;
-    try {
-      c.job->chunk_failed(c.index, e);
-    } catch (...) {
-    }
-  }
-
   void handle_reply(Worker& w, const Buffer& msg) { handle_reply(w, msg.data(), msg.size()); }
   void handle_reply(Worker& w, const std::byte* msg, std::size_t size) {
     if (size < kChunkHeader || w.inflight.empty() || std::memcmp(msg, w.inflight.front().bytes.data(), 8) != 0)
@@ -426,7 +411,7 @@ struct LocalEngine final : PoolEngine {
       e = std::current_exception();
     }
     if (!c.job) {
-      set_broken(e, "the pool's initializer failed");
+      set_broken(e);
       return;
     }
     fail(c, e);
@@ -448,15 +433,6 @@ struct LocalEngine final : PoolEngine {
     spare.push_back(std::move(bytes));
   }
 
-  void set_broken(std::exception_ptr e, const char*) {
-    std::deque<Chunk> pending;
-    {
-      std::lock_guard lock(mu);
-      if (!broken) broken = e;
-      pending.swap(queue);
-    }
-    for (auto& c : pending) fail(c, e);
-  }
 
   // The answers a dead worker held back (see Mailbox): those of chunks still in flight count as
   // if they had come. The worker is dead, but its bytes are checked all the same.
@@ -514,8 +490,7 @@ struct LocalEngine final : PoolEngine {
     if (!running_chunk) {
       if (cfg.break_on_crash)  // Python's executor: any worker's death breaks the pool
         set_broken(std::make_exception_ptr(BrokenProcessPool("a worker of the pool died (" + describe_exit(code) +
-                                                             ") between tasks; the pool is broken")),
-                   "crash");
+                                                             ") between tasks; the pool is broken")));
     } else if (Chunk& running = *running_chunk; !running.job) {
       // Died before its initializer (and limits) answered. Once may be a kill from outside; the
       // same death in a row of replacements is the initializer's, and would repeat forever.
@@ -524,8 +499,7 @@ struct LocalEngine final : PoolEngine {
                        "the pool's workers died " + std::to_string(init_deaths) +
                            " times in a row before their initializer finished (the last, " + std::to_string(pid) + ", " +
                            describe_exit(code) + ")",
-                       pid, code, 0, 0)),
-                   "initializer crashed");
+                       pid, code, 0, 0)));
     } else if (timed_out) {
       fail(running, std::make_exception_ptr(TimeoutError(
                         "the task ran longer than task_timeout; worker " + std::to_string(pid) + " was killed and replaced")));
@@ -542,7 +516,7 @@ struct LocalEngine final : PoolEngine {
         // Broken first: whoever wakes on this future must already see a broken pool.
         auto broken_error =
             std::make_exception_ptr(BrokenProcessPool("a worker of the pool died (" + how + "); the pool is broken"));
-        set_broken(broken_error, "crash");
+        set_broken(broken_error);
         fail(running, broken_error);
       } else {
         fail(running, e);
@@ -620,11 +594,10 @@ struct LocalEngine final : PoolEngine {
         set_broken(std::make_exception_ptr(OSError(
                        "the pool cannot start a worker (" + std::to_string(workers.size()) + " of " +
                            std::to_string(cfg.processes) + " running): " + e.what(),
-                       e.code())),
-                   "cannot start a worker");
+                       e.code())));
         return;
       } catch (...) {
-        set_broken(std::current_exception(), "cannot start a worker");
+        set_broken(std::current_exception());
         return;
       }
     }
@@ -671,7 +644,7 @@ struct LocalEngine final : PoolEngine {
   int prepare_poll() {
     auto& p = pollfds;
     p.clear();
-    p.push_back({wake.get(), POLLIN, 0});
+    p.push_back({wake_fd.get(), POLLIN, 0});
     for (auto& w : workers) p.push_back({w->conn.fileno(), POLLIN, 0});
     int timeout_ms = -1;
     if (cfg.task_timeout > 0) {
@@ -702,7 +675,7 @@ struct LocalEngine final : PoolEngine {
     auto& p = pollfds;
     if (p[0].revents) {
       std::uint64_t v;
-      (void)!::read(wake.get(), &v, sizeof v);
+      (void)!::read(wake_fd.get(), &v, sizeof v);
     }
     // Read every worker that has something; collect the dead ones, then remove them.
     std::vector<std::size_t> dead;
@@ -783,8 +756,8 @@ struct LocalEngine final : PoolEngine {
     if (cfg.processes < 1) throw std::invalid_argument("mproc: a pool needs at least one process");
     title = method_title(cfg.context);
     if (cfg.initializer) initializer = std::make_shared<const Task>(*cfg.initializer);
-    wake.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!wake) os::throw_errno("eventfd for the pool");
+    wake_fd.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!wake_fd) os::throw_errno("eventfd for the pool");
     // The first workers start here, on the caller's thread (as Python does), before the handler
     // thread exists: a fork then happens in a process with no thread of ours.
     maintain();
@@ -807,58 +780,7 @@ struct LocalEngine final : PoolEngine {
 
   void submit(std::vector<Chunk> chunks) override {
     if (chunks.size() == 1 && send_now(chunks.front())) return;
-    {
-      std::lock_guard lock(mu);
-      if (broken) std::rethrow_exception(broken);
-      if (closed || terminating) throw Error("the pool is closed: no new tasks");
-      for (auto& c : chunks) queue.push_back(std::move(c));
-    }
-    notify();
-  }
-
-  bool cancel(const JobBase* job) override {
-    std::lock_guard lock(mu);
-    auto before = queue.size();
-    std::erase_if(queue, [&](const Chunk& c) { return c.job.get() == job; });
-    return queue.size() != before;
-  }
-
-  void cancel_all(std::exception_ptr error) override {
-    std::deque<Chunk> pending;
-    {
-      std::lock_guard lock(mu);
-      pending.swap(queue);
-    }
-    for (auto& c : pending) fail(c, error);
-  }
-
-  void close() override {
-    {
-      std::lock_guard lock(mu);
-      closed = true;
-    }
-    notify();
-  }
-
-  void terminate(int signal) override {
-    {
-      std::lock_guard lock(mu);
-      closed = true;
-      terminating = true;
-      terminate_signal = signal;
-    }
-    notify();
-  }
-
-  void join() override {
-    {
-      std::lock_guard lock(mu);
-      if (!closed) throw Error("join() needs close() or terminate() first");
-    }
-    if (handler.joinable()) {
-      if (handler.get_id() == std::this_thread::get_id()) throw Error("join() from a result callback would wait for itself");
-      handler.join();
-    }
+    QueueEngine::submit(std::move(chunks));
   }
 
   std::string take_buffer() override {
