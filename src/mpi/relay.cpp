@@ -5,6 +5,7 @@
 
 #include <condition_variable>
 #include <deque>
+#include <utility>
 
 #include "mproc/detail/pool_core.hpp"
 #include "mproc/errors.hpp"
@@ -156,13 +157,15 @@ bool serve_pool(MPI_Comm comm, int leader, Message attach) {
   Sends sends;
   Backoff backoff;
   std::vector<Chunk> chunks;
+  std::vector<std::size_t> ids;
   auto submit = [&] {
+    ids.clear();
+    for (auto& c : chunks) ids.push_back(c.index);
     try {
-      local->submit(std::move(chunks));
+      local->submit(std::exchange(chunks, {}));
     } catch (...) {  // the local pool is broken (its initializer failed): every chunk says why
-      for (auto& c : chunks) job->chunk_failed(c.index, std::current_exception());
+      for (auto id : ids) job->chunk_failed(id, std::current_exception());
     }
-    chunks.clear();
   };
   auto flush = [&] {
     std::string packed;

@@ -145,6 +145,21 @@ TEST(MpiPool, TheInitializerRunsInEveryWorkerWithItsArguments) {
   for (int i = 0; i < 50; ++i) EXPECT_EQ(out[static_cast<std::size_t>(i)], 1000 + i);
 }
 
+void failing_init() { throw std::runtime_error("no plugins here"); }
+
+TEST(MpiPool, AFailingInitializerFailsEveryTaskWithItsErrorAndNothingHangs) {
+  mproc::Pool pool({.initializer = mproc::call(failing_init), .context = mpi()});
+  for (int round = 0; round < 2; ++round) {  // before and after the ranks learnt it failed
+    try {
+      pool.map(square, iota(20), 1);
+      FAIL() << "no error";
+    } catch (const mproc::RemoteError& e) {
+      EXPECT_EQ(e.message(), "no plugins here");
+      EXPECT_NE(e.worker().find("on MPI rank "), std::string::npos) << e.worker();
+    }
+  }
+}
+
 TEST(MpiPool, AnInitializerArgumentThatIsADescriptorIsRefused) {
   mproc::Value<int> shared(0);
   try {
