@@ -208,9 +208,7 @@ bool serve_pool(MPI_Comm comm, int leader, Message attach) {
     if (progressed) {
       backoff.reset();
     } else {
-      auto d = backoff.next();
-      if (d.count() == 0) ::sched_yield();
-      else job->wait(d);  // an answer to send wakes it at once
+      job->wait(backoff.next());  // an answer to send wakes it at once
     }
   }
   if (stop_signal > 0) local->terminate(stop_signal);

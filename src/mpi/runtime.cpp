@@ -217,10 +217,7 @@ std::chrono::microseconds Backoff::next() noexcept {
 
 void Backoff::pause() {
   auto d = next();
-  if (d.count() == 0)
-    ::sched_yield();
-  else
-    std::this_thread::sleep_for(d);
+  if (d.count() != 0) std::this_thread::sleep_for(d);
 }
 
 void append_frame(std::string& packed, std::string_view frame) {

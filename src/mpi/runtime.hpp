@@ -67,14 +67,16 @@ void send(MPI_Comm comm, int dest, int tag, std::string bytes);
 /// Waits for the next message from `source`, polling at most `cap` apart.
 Message recv(MPI_Comm comm, int source, std::chrono::microseconds cap = std::chrono::microseconds(1000));
 
-/// How long to wait before polling MPI again: a few yields, then sleeps that double up to `cap`.
+/// How long to wait before polling MPI again: at once a few times, then sleeps that double up to
+/// `cap`. Not sched_yield: with more runnable processes than CPUs (ranks and their task
+/// processes, as in mpirun --oversubscribe) a yield may give the CPU away for a whole time slice.
 class Backoff {
  public:
-  explicit Backoff(std::chrono::microseconds cap = std::chrono::microseconds(1000)) : cap_(cap) {}
+  explicit Backoff(std::chrono::microseconds cap = std::chrono::microseconds(500)) : cap_(cap) {}
   void reset() noexcept { misses_ = 0; }
-  /// Zero while still spinning (the caller yields).
+  /// Zero while still spinning (the caller polls again at once).
   std::chrono::microseconds next() noexcept;
-  /// Yields or sleeps for next().
+  /// Sleeps for next(), if not zero.
   void pause();
 
  private:
