@@ -110,7 +110,7 @@ PoolCore::PoolCore(PoolConfig config) {
 }
 
 PoolCore::~PoolCore() {
-  impl_->terminate(15);
+  impl_->terminate(SIGTERM);
   impl_->join();
 }
 

@@ -433,7 +433,6 @@ struct LocalEngine final : QueueEngine {
     spare.push_back(std::move(bytes));
   }
 
-
   // The answers a dead worker held back (see Mailbox): those of chunks still in flight count as
   // if they had come. The worker is dead, but its bytes are checked all the same.
   void take_held_answers(Worker& w) {
