@@ -185,9 +185,7 @@ class MpiEngine final : public QueueEngine {
       }
       r.attached = false;
     }
-    Backoff backoff;
-    while (!sends_.empty())
-      if (!sends_.test()) backoff.pause();
+    sends_.wait();
     if (spawned_) {
       auto l = lock();
       MPI_Comm_disconnect(&comm_);  // the workers disconnect too, then end

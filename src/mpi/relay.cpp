@@ -24,18 +24,13 @@ class RelayJob final : public JobBase {
                                                          " bytes is over MPI's limit of 2 GiB per message")));
       return;
     }
-    std::string a(kChunkHeader + n, '\0');
-    std::uint64_t id = index;
-    std::memcpy(a.data(), &id, sizeof id);
-    a[8] = 1;
-    if (n) std::memcpy(a.data() + kChunkHeader, data, n);
+    std::string a = header(index, true, n);
+    a.append(reinterpret_cast<const char*>(data), n);
     push(std::move(a));
   }
 
   void chunk_failed(std::size_t index, std::exception_ptr error) override {
-    std::string a(kChunkHeader, '\0');
-    std::uint64_t id = index;
-    std::memcpy(a.data(), &id, sizeof id);
+    std::string a = header(index, false, 0);
     encode(a, describe(error));
     push(std::move(a));
   }
@@ -55,6 +50,16 @@ class RelayJob final : public JobBase {
   }
 
  private:
+  // [id: 8][ok: 1], with room for `payload` bytes more.
+  static std::string header(std::size_t index, bool ok, std::size_t payload) {
+    std::string a;
+    a.reserve(kChunkHeader + payload);
+    std::uint64_t id = index;
+    a.append(reinterpret_cast<const char*>(&id), sizeof id);
+    a.push_back(ok ? 1 : 0);
+    return a;
+  }
+
   static Failure describe(std::exception_ptr error) {
     Failure f;
     try {
@@ -217,8 +222,7 @@ bool serve_pool(MPI_Comm comm, int leader, Message attach) {
   local.reset();
   if (exit_program) return false;
   flush();
-  while (!sends.empty())
-    if (!sends.test()) backoff.pause();
+  sends.wait();
   send(comm, leader, kDetached, {});
   return true;
 }

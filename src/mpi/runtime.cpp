@@ -189,12 +189,16 @@ bool Sends::test() {
   return pending_.size() != before;
 }
 
+void Sends::wait() {
+  Backoff backoff;
+  while (!empty())
+    if (!test()) backoff.pause();
+}
+
 void send(MPI_Comm comm, int dest, int tag, std::string bytes) {
   Sends s;
   s.start(comm, dest, tag, std::move(bytes));
-  Backoff backoff;
-  while (!s.empty())
-    if (!s.test()) backoff.pause();
+  s.wait();
 }
 
 Message recv(MPI_Comm comm, int source, std::chrono::microseconds cap) {

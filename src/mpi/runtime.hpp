@@ -52,6 +52,8 @@ class Sends {
   void start(MPI_Comm comm, int dest, int tag, std::string bytes);
   /// Forgets the finished ones; true when any finished.
   bool test();
+  /// Until every send has finished (polling: never blocks other MPI users).
+  void wait();
   bool empty() const noexcept { return pending_.empty(); }
 
  private:
