@@ -14,6 +14,7 @@
 
 #include "spawn/forkserver.hpp"
 #include "support/capture.hpp"
+#include "support/program.hpp"
 #include "util/auth.hpp"
 
 namespace {
@@ -25,15 +26,7 @@ int g_set_at_run_time = 0;
 void report_global(mproc::Connection c) { c.send(g_set_at_run_time); }
 void report_start_method(mproc::Connection c) { c.send(mproc::get_start_method()); }
 
-std::string run_program(const std::string& cmd) {
-  std::string out;
-  FILE* f = ::popen(cmd.c_str(), "r");
-  if (!f) return out;
-  char buf[512];
-  while (std::fgets(buf, sizeof buf, f)) out += buf;
-  ::pclose(f);
-  return out;
-}
+std::string run_program(const std::string& cmd) { return mproc_test::run_program(cmd).out; }
 
 TEST(ContextTest, DefaultStartMethodIsForkserver) {
   // A spawned child has never chosen a method, so it shows the default.

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "support/managers.hpp"
+#include "support/program.hpp"
 
 // Outside any anonymous namespace: the remote program (tests/helpers/manager_client.cpp)
 // registers the same type under the same name, and the server checks that the names match.
@@ -806,21 +807,9 @@ TEST(BaseManagerTest, GetServerServeForeverAndConnect) {
 
 // ------------------------------------------------------------------ a separate program
 
-struct ProgramResult {
-  int exit_code = -1;
-  std::string out;
-};
-
-ProgramResult run_helper(const mproc::connection::Address& a, const std::string& key) {
-  std::string cmd = std::string(MPROC_TEST_HELPER_manager_client) + " " + a.host + " " + std::to_string(a.port) + " " + key;
-  ProgramResult r;
-  FILE* f = ::popen(cmd.c_str(), "r");
-  if (!f) return r;
-  char buf[512];
-  while (std::fgets(buf, sizeof buf, f)) r.out += buf;
-  int status = ::pclose(f);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+mproc_test::ProgramResult run_helper(const mproc::connection::Address& a, const std::string& key) {
+  return mproc_test::run_program(std::string(MPROC_TEST_HELPER_manager_client) + " " + a.host + " " +
+                                 std::to_string(a.port) + " " + key);
 }
 
 class RemoteManager : public ::testing::TestWithParam<std::string> {};
