@@ -1,6 +1,5 @@
 #include "mpi/runtime.hpp"
 
-#include <sched.h>
 #include <unistd.h>
 
 #include <cstdio>
