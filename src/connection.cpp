@@ -29,8 +29,14 @@ namespace mproc {
 // Buffer
 
 void Buffer::reset() noexcept {
-  if (kind_ == Kind::heap) delete[] data_;
-  else if (kind_ == Kind::anonymous || kind_ == Kind::shared) ::munmap(data_, capacity_);
+  if (kind_ == Kind::heap) {
+    delete[] data_;
+  } else if (kind_ == Kind::anonymous) {
+    ::munmap(data_, capacity_);
+  } else if (kind_ == Kind::shared) {  // a slab's payload, its head just before: the sender may reuse it
+    detail::release_slab(data_ - detail::kSlabHead);
+    mapping_.reset();
+  }
   data_ = nullptr;
   size_ = capacity_ = 0;
   kind_ = Kind::none;
@@ -106,11 +112,13 @@ struct BufferAccess {
     if (::mprotect(b.data_ + usable, want - usable, PROT_READ | PROT_WRITE) != 0) throw std::bad_alloc();
     return want;
   }
-  static Buffer adopt_mapping(os::Mapping m) {
+  // The payload of length bytes in a mapped slab.
+  static Buffer slab_payload(std::shared_ptr<os::Mapping> m, std::size_t length) {
     Buffer b;
-    b.size_ = b.capacity_ = m.size();
-    b.data_ = static_cast<std::byte*>(m.release());
+    b.size_ = length;
+    b.data_ = static_cast<std::byte*>(m->data()) + kSlabHead;
     b.kind_ = Buffer::Kind::shared;
+    b.mapping_ = std::move(m);
     return b;
   }
 };
@@ -125,6 +133,43 @@ struct Header {
   std::uint64_t type = 0;
   std::size_t length = 0;
   os::Fd memfd;
+  SlabId slab;  // of memfd
+};
+
+// The slabs a receiving end has mapped, kept while their senders may send in them again:
+// mapping 256 MiB and unmapping it costs ~35 ms (page tables, TLB shootdowns), a copy ~25 ms.
+// A kept mapping keeps its pages alive after the sender drops the slab, so few are kept.
+struct MappedSlabs {
+  struct Entry {
+    SlabId id;
+    std::shared_ptr<os::Mapping> map;
+    std::uint64_t last_use = 0;
+  };
+  static constexpr std::size_t kKept = 4;
+  static constexpr std::uint64_t kBytesKept = std::uint64_t{512} << 20;
+  std::vector<Entry> entries;
+  std::uint64_t clock = 0;
+
+  std::shared_ptr<os::Mapping> map(int fd, const SlabId& id) {
+    ++clock;
+    for (auto& e : entries)
+      if (e.id.dev == id.dev && e.id.ino == id.ino) {  // the mapping keeps its file, so the inode is not reused
+        e.last_use = clock;
+        return e.map;
+      }
+    auto m = std::make_shared<os::Mapping>(fd, static_cast<std::size_t>(id.size));
+    entries.push_back({id, m, clock});
+    std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.last_use > b.last_use; });
+    std::uint64_t bytes = 0;
+    std::size_t keep = 0;
+    for (const auto& e : entries) {
+      bytes += e.id.size;
+      if (keep >= 1 && (keep >= kKept || bytes > kBytesKept)) break;
+      ++keep;
+    }
+    entries.resize(keep);
+    return m;
+  }
 };
 
 // A descriptor that arrived with the stream bytes [from, to) (one recvmsg). It belongs to the
@@ -167,6 +212,8 @@ struct ConnectionImpl {
   std::optional<Frame> pending;  // a whole frame not yet taken (wrong type, too long, ...)
   std::string broken;            // framing lost: every later read fails with this message
   std::uint64_t unread_shared = 0;  // sender: memfd bytes sent since the reader was last seen caught up
+  SlabCache slabs;                  // sender: the memfds of its large messages, for reuse
+  MappedSlabs mapped;               // receiver: its sender's slabs, mapped
 
   std::size_t buffered() const { return rend - rbeg; }
   std::uint64_t read_pos() const { return stream_pos - buffered(); }
@@ -281,7 +328,7 @@ struct ConnectionImpl {
       fds.pop_front();
       end_frame();
       // The frame is consumed whole: a bad descriptor costs this message, not the connection.
-      check_payload_memfd(out.memfd.get(), h.length);
+      out.slab = check_payload_memfd(out.memfd.get(), h.length);
     }
     return out;
   }
@@ -292,11 +339,12 @@ struct ConnectionImpl {
   // with inter-processor interrupts that are slow in a virtual machine).
   Buffer read_payload(Header& h, bool map_shared = false) {
     if (h.memfd && (map_shared || h.length > kTrustedLength)) {
-      // MAP_SHARED read-only, populated at once: the pages exist already (the sender wrote
-      // them), so this only builds page tables; the seals make the mapping safe to read.
-      os::Mapping m(h.memfd.get(), h.length, PROT_READ, MAP_SHARED | MAP_POPULATE);
+      // Writable for the head's state word (release_slab). Not populated: pages are faulted in
+      // as they are read, which costs less than populating first (and a slab's pages past
+      // this payload may not exist).
+      auto m = mapped.map(h.memfd.get(), h.slab);
       h.memfd.reset();
-      return BufferAccess::adopt_mapping(std::move(m));
+      return BufferAccess::slab_payload(std::move(m), h.length);
     }
     Buffer b = BufferAccess::for_stream(h.length);
     if (h.memfd) {
@@ -320,7 +368,8 @@ struct ConnectionImpl {
   // The payload of h, straight into dst (h.length bytes of room).
   void read_payload_into(Header& h, std::byte* dst) {
     if (h.memfd) {
-      std::size_t got = os::pread_full(h.memfd.get(), dst, h.length, "reading a shared-memory message");
+      std::size_t got = os::pread_full(h.memfd.get(), dst, h.length, kSlabHead, "reading a shared-memory message");
+      release_slab(h.memfd.get());
       h.memfd.reset();
       if (got != h.length) throw ProtocolError("a shared-memory message ended after " + std::to_string(got) + " bytes");
       return;
@@ -400,9 +449,9 @@ struct ConnectionImpl {
   // Sends payload as a shared-memory frame. False (and nothing sent) when no memfd could be
   // made or passed; the caller streams the message instead.
   bool send_in_memfd(std::uint64_t type, const void* payload, std::size_t n) {
-    os::Fd m;
+    SlabCache::Slab* slab = nullptr;
     try {
-      m = os::sealed_memfd_copy("mproc-message", payload, n);
+      slab = &slabs.fill(payload, n);
     } catch (const OSError&) {
       return false;  // out of memory for tmpfs, or of descriptors: the stream still works
     }
@@ -420,10 +469,11 @@ struct ConnectionImpl {
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
-    int mfd = m.get();
+    int mfd = slab->fd.get();
     std::memcpy(CMSG_DATA(c), &mfd, sizeof mfd);
     ssize_t w = os::retry([&] { return ::sendmsg(fd.get(), &msg, MSG_NOSIGNAL); });
     if (w < 0) {
+      SlabCache::unsent(*slab);
       if (errno == ETOOMANYREFS) return false;  // too many descriptors in flight: stream it
       throw_send_error();
     }
@@ -680,7 +730,10 @@ bool Connection::poll(std::optional<seconds> timeout) const {
 }
 
 void Connection::close() {
-  if (impl_) impl_->fd.reset();
+  if (!impl_) return;
+  impl_->fd.reset();
+  impl_->slabs = {};  // their memory goes now, not when the last copy of this handle does
+  impl_->mapped = {};
 }
 bool Connection::closed() const { return !impl_ || !impl_->fd; }
 bool Connection::readable() const { return impl().readable; }

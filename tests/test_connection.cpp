@@ -172,16 +172,17 @@ std::size_t count_message_mappings() {
 // The flag word of a frame whose payload is a memfd (the high half of the version word).
 constexpr std::uint32_t kVersionInMemfd = kVersion | (1u << 16);
 
-// A memfd holding bytes with the given seals (0: none; -1: created without MFD_ALLOW_SEALING).
+// A slab (src/reduction/shm_payload.hpp: a head page, then the payload) holding bytes, with the
+// given seals (0: none; -1: created without MFD_ALLOW_SEALING).
 int memfd_holding(const std::string& bytes, int seals) {
   int fd = ::memfd_create("mproc-message", MFD_CLOEXEC | (seals >= 0 ? MFD_ALLOW_SEALING : 0u));
   if (fd < 0) throw std::runtime_error("memfd_create");
-  if (!bytes.empty() && ::write(fd, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size()))
-    throw std::runtime_error("write memfd");
+  const std::string slab = std::string(4096, '\0') + bytes;
+  if (::write(fd, slab.data(), slab.size()) != static_cast<ssize_t>(slab.size())) throw std::runtime_error("write memfd");
   if (seals > 0 && ::fcntl(fd, F_ADD_SEALS, seals) != 0) throw std::runtime_error("seal memfd");
   return fd;
 }
-constexpr int kAllSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL;
+constexpr int kAllSeals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;  // what a sender puts on its slabs
 
 long max_rss_kib() {
   rusage u{};
@@ -894,6 +895,34 @@ TEST(ConnectionLarge, EveryReceiveCallReturnsTheExactBytesOfASharedMemoryMessage
   EXPECT_TRUE(b.recv<std::string>() == big);
 }
 
+TEST(ConnectionLarge, AHeldBufferIsNeverOverwrittenAndAReleasedOneIsReused) {
+  // The sender writes its next large message into the memory of one its receiver released
+  // (src/reduction/shm_payload.hpp); never into one the receiver still holds.
+  auto [a, b] = mproc::Pipe();
+  const std::string first = patterned(2u << 20, 1), second = patterned(2u << 20, 2), third = patterned(2u << 20, 3);
+  a.send_bytes(std::string_view(first));
+  auto held = b.recv_buffer();
+  ASSERT_TRUE(held.is_shared_memory());
+  a.send_bytes(std::string_view(second));
+  auto next = b.recv_buffer();
+  EXPECT_NE(next.data(), held.data());
+  EXPECT_TRUE(text_of(held) == first);
+  EXPECT_TRUE(text_of(next) == second);
+  const std::byte* released = held.data();
+  held.reset();
+  a.send_bytes(std::string_view(third));
+  auto again = b.recv_buffer();
+  EXPECT_EQ(again.data(), released);  // the same slab, still mapped by the receiving end
+  EXPECT_TRUE(text_of(again) == third);
+  EXPECT_TRUE(text_of(next) == second);
+  next.reset();
+  again.reset();
+  a.send(std::string(first));  // recv<T> and recv_bytes release too
+  EXPECT_TRUE(b.recv<std::string>() == first);
+  a.send_bytes(std::string_view(second));
+  EXPECT_TRUE(text_of(b.recv_bytes()) == second);
+}
+
 TEST(ConnectionLarge, SmallAndLargeMessagesInterleavedArriveInOrder) {
   // Descriptors arrive with whatever bytes one read returns; each must go to its own frame.
   auto [a, b] = mproc::Pipe();
@@ -1088,7 +1117,7 @@ TEST(ConnectionHostileSharedMemory, ARegularFileIsRefused) {
   } catch (const mproc::ProtocolError& e) {
     // On disk: no seals at all. On tmpfs: a file born with F_SEAL_SEAL and nothing else.
     std::string what = e.what();
-    EXPECT_TRUE(what.find("not a memfd") != std::string::npos || what.find("lacks F_SEAL_WRITE") != std::string::npos) << what;
+    EXPECT_TRUE(what.find("not a memfd") != std::string::npos || what.find("lacks F_SEAL_SHRINK") != std::string::npos) << what;
   }
 }
 
@@ -1097,7 +1126,7 @@ TEST(ConnectionHostileSharedMemory, AnUnsealedMemfdIsRefused) {
   int m = memfd_holding("0123456789", 0);
   peer.write_with_fds(memfd_header(10), {m});
   ::close(m);
-  expect_protocol_error(peer.conn, "lacks F_SEAL_WRITE, F_SEAL_SHRINK, F_SEAL_GROW");
+  expect_protocol_error(peer.conn, "lacks F_SEAL_SHRINK, F_SEAL_GROW");
 }
 
 TEST(ConnectionHostileSharedMemory, AMemfdThatCannotBeSealedIsRefused) {
@@ -1105,25 +1134,41 @@ TEST(ConnectionHostileSharedMemory, AMemfdThatCannotBeSealedIsRefused) {
   int m = memfd_holding("0123456789", -1);
   peer.write_with_fds(memfd_header(10), {m});
   ::close(m);
-  expect_protocol_error(peer.conn, "lacks F_SEAL_WRITE");
+  expect_protocol_error(peer.conn, "lacks F_SEAL_SHRINK, F_SEAL_GROW");
 }
 
-TEST(ConnectionHostileSharedMemory, AMemfdItsSenderCanStillWriteIsRefused) {
+TEST(ConnectionHostileSharedMemory, AMemfdItsSenderCanStillGrowIsRefused) {
   RawPeer peer;
-  int m = memfd_holding("0123456789", F_SEAL_SHRINK | F_SEAL_GROW);
+  int m = memfd_holding("0123456789", F_SEAL_SHRINK);
   peer.write_with_fds(memfd_header(10), {m});
   ::close(m);
-  expect_protocol_error(peer.conn, "lacks F_SEAL_WRITE");
+  expect_protocol_error(peer.conn, "lacks F_SEAL_GROW");
 }
 
-TEST(ConnectionHostileSharedMemory, ASizeThatDiffersFromTheHeaderIsRefused) {
+TEST(ConnectionHostileSharedMemory, AMemfdSealedAgainstWritingIsRefused) {
+  // Its head could not be written: mapping it writable would fail, writing a read-only mapping crash.
+  RawPeer peer;
+  int m = memfd_holding("0123456789", F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+  peer.write_with_fds(memfd_header(10), {m});
+  peer.write_with_fds(memfd_header(10), {m});
+  ::close(m);
+  expect_protocol_error(peer.conn, "is sealed against writing");
+  try {
+    (void)peer.conn.recv_buffer();
+    FAIL() << "expected ProtocolError";
+  } catch (const mproc::ProtocolError& e) {
+    EXPECT_NE(std::string(e.what()).find("is sealed against writing"), std::string::npos) << e.what();
+  }
+}
+
+TEST(ConnectionHostileSharedMemory, ASlabTooSmallForTheHeaderIsRefused) {
   RawPeer peer;
   int m = memfd_holding(patterned(100), kAllSeals);
   peer.write_with_fds(memfd_header(200), {m});
-  peer.write_with_fds(memfd_header(50), {m});
+  peer.write_with_fds(memfd_header(50), {m});  // a slab larger than its payload is how slabs are reused
   ::close(m);
-  expect_protocol_error(peer.conn, "holds 100 bytes where the frame announces 200");
-  expect_protocol_error(peer.conn, "holds 100 bytes where the frame announces 50");
+  expect_protocol_error(peer.conn, "holds 4196 bytes, too few for a head of 4096 and the 200 the frame announces");
+  EXPECT_EQ(text_of(peer.conn.recv_bytes()), patterned(100).substr(0, 50));
 }
 
 TEST(ConnectionHostileSharedMemory, AnEmptySharedMemoryFrameIsRefused) {

@@ -7,9 +7,11 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <complex>
@@ -681,9 +683,11 @@ TEST(WireHeader, DecodeFrameRefusesASharedMemoryFrame) {
 // ----------------------------------------------------------------------------------------------
 // The memfd check (white-box: src/reduction/shm_payload.hpp)
 
+// A slab: a head page, then bytes.
 int sealed_memfd(const std::string& bytes, int seals) {
   int fd = ::memfd_create("test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-  if (fd < 0 || ::write(fd, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) throw std::runtime_error("memfd");
+  const std::string slab = std::string(mproc::detail::kSlabHead, '\0') + bytes;
+  if (fd < 0 || ::write(fd, slab.data(), slab.size()) != static_cast<ssize_t>(slab.size())) throw std::runtime_error("memfd");
   if (seals && ::fcntl(fd, F_ADD_SEALS, seals) != 0) throw std::runtime_error("seal");
   return fd;
 }
@@ -697,15 +701,16 @@ std::string check_message(int fd, std::uint64_t length) {
   }
 }
 
-TEST(PayloadMemfd, ASealedMemfdOfTheAnnouncedSizePasses) {
-  int fd = sealed_memfd("hello", F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
+TEST(PayloadMemfd, ASealedSlabWithRoomForThePayloadPasses) {
+  int fd = sealed_memfd("hello", F_SEAL_SHRINK | F_SEAL_GROW);
   EXPECT_EQ(check_message(fd, 5), "");
+  EXPECT_EQ(check_message(fd, 4), "");  // a slab is reused for smaller payloads
   ::close(fd);
 }
 
 TEST(PayloadMemfd, EachMissingSealIsNamed) {
-  const int all = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE;
-  for (auto [seal, name] : {std::pair{F_SEAL_WRITE, "F_SEAL_WRITE"}, {F_SEAL_SHRINK, "F_SEAL_SHRINK"}, {F_SEAL_GROW, "F_SEAL_GROW"}}) {
+  const int all = F_SEAL_SHRINK | F_SEAL_GROW;
+  for (auto [seal, name] : {std::pair{F_SEAL_SHRINK, "F_SEAL_SHRINK"}, {F_SEAL_GROW, "F_SEAL_GROW"}}) {
     int fd = sealed_memfd("hello", all & ~seal);
     std::string what = check_message(fd, 5);
     EXPECT_NE(what.find(std::string("lacks ") + name), std::string::npos) << what;
@@ -713,11 +718,87 @@ TEST(PayloadMemfd, EachMissingSealIsNamed) {
   }
 }
 
-TEST(PayloadMemfd, TheSizeMustMatchExactly) {
+TEST(PayloadMemfd, ASlabSealedAgainstWritingIsRefused) {
   int fd = sealed_memfd("hello", F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE);
-  EXPECT_NE(check_message(fd, 4).find("holds 5 bytes where the frame announces 4"), std::string::npos);
-  EXPECT_NE(check_message(fd, 6).find("holds 5 bytes where the frame announces 6"), std::string::npos);
+  EXPECT_NE(check_message(fd, 5).find("sealed against writing"), std::string::npos);
   ::close(fd);
+}
+
+TEST(PayloadMemfd, TheSlabMustHoldTheHeadAndThePayload) {
+  int fd = sealed_memfd("hello", F_SEAL_SHRINK | F_SEAL_GROW);
+  EXPECT_NE(check_message(fd, 6).find("holds 4101 bytes, too few for a head of 4096 and the 6"), std::string::npos);
+  ::close(fd);
+  int tiny = ::memfd_create("test", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+  ASSERT_EQ(::write(tiny, "abc", 3), 3);
+  ASSERT_EQ(::fcntl(tiny, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+  EXPECT_NE(check_message(tiny, 0).find("holds 3 bytes, too few for a head"), std::string::npos);
+  ::close(tiny);
+}
+
+// ----------------------------------------------------------------------------------------------
+// The sender's slabs (white-box: SlabCache)
+
+std::uint32_t state_of(const mproc::detail::SlabCache::Slab& s) {
+  return std::atomic_ref<std::uint32_t>(s.state()).load();
+}
+
+TEST(SlabCache, ASlabIsReusedOnlyAfterItsReceiverReleasedIt) {
+  mproc::detail::SlabCache cache;
+  const std::string a(100000, 'a'), b(90000, 'b');
+  auto& first = cache.fill(a.data(), a.size());
+  EXPECT_EQ(state_of(first), mproc::detail::kSlabBusy);
+  int first_fd = first.fd.get();
+  auto& second = cache.fill(b.data(), b.size());  // the first is not released: a new slab
+  EXPECT_NE(second.fd.get(), first_fd);
+  EXPECT_EQ(std::string(static_cast<const char*>(first.map.data()) + mproc::detail::kSlabHead, a.size()), a);
+  mproc::detail::release_slab(first.fd.get());  // as the receiver does, through its descriptor
+  auto& third = cache.fill(b.data(), b.size());
+  EXPECT_EQ(third.fd.get(), first_fd);
+  EXPECT_EQ(state_of(third), mproc::detail::kSlabBusy);
+  EXPECT_EQ(std::string(static_cast<const char*>(third.map.data()) + mproc::detail::kSlabHead, b.size()), b);
+}
+
+TEST(SlabCache, ASlabTooSmallIsNotReusedAndFewSlabsAreKept) {
+  mproc::detail::SlabCache cache;
+  std::string big(3 << 20, 'x');
+  for (int i = 0; i < 20; ++i) {
+    auto& s = cache.fill(big.data(), big.size());  // never released: a new one each time
+    EXPECT_EQ(state_of(s), mproc::detail::kSlabBusy);
+  }
+  EXPECT_LE(cache.size(), 8u);
+  EXPECT_GE(cache.size(), 2u);
+  auto& small = cache.fill(big.data(), 1000);
+  mproc::detail::release_slab(small.fd.get());
+  int small_fd = small.fd.get();
+  EXPECT_NE(cache.fill(big.data(), big.size()).fd.get(), small_fd);  // released, but 64 KiB is too small
+}
+
+TEST(SlabCache, AFailedSendGivesTheSlabBack) {
+  mproc::detail::SlabCache cache;
+  std::string bytes(70000, 'z');
+  auto& s = cache.fill(bytes.data(), bytes.size());
+  int fd = s.fd.get();
+  mproc::detail::SlabCache::unsent(s);
+  EXPECT_EQ(cache.fill(bytes.data(), bytes.size()).fd.get(), fd);
+}
+
+TEST(SlabCache, AForkedChildNeverWritesIntoItsParentsSlabs) {
+  mproc::detail::SlabCache cache;
+  std::string bytes(70000, 'p');
+  auto& s = cache.fill(bytes.data(), bytes.size());
+  mproc::detail::release_slab(s.fd.get());
+  const auto* parent_view = static_cast<const char*>(s.map.data()) + mproc::detail::kSlabHead;
+  pid_t pid = ::fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string other(70000, 'c');
+    cache.fill(other.data(), other.size());  // must take a slab of its own
+    ::_exit(0);
+  }
+  int status = 0;
+  ASSERT_EQ(::waitpid(pid, &status, 0), pid);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(std::string(parent_view, bytes.size()), bytes);
 }
 
 TEST(PayloadMemfd, ASocketOrAnInvalidDescriptorIsNotAMemfd) {

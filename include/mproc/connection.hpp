@@ -67,14 +67,16 @@ class Buffer {
     size_ = o.size_;
     capacity_ = o.capacity_;
     kind_ = o.kind_;
+    mapping_ = std::move(o.mapping_);
     o.data_ = nullptr;
     o.size_ = o.capacity_ = 0;
     o.kind_ = Kind::none;
   }
   std::byte* data_ = nullptr;
   std::size_t size_ = 0;
-  std::size_t capacity_ = 0;  // bytes owned at data_ (a mapping's length)
+  std::size_t capacity_ = 0;  // bytes owned at data_ (an anonymous mapping's length)
   Kind kind_ = Kind::none;
+  std::shared_ptr<void> mapping_;  // shared: the sender's slab, mapped (the receiving end keeps it for reuse)
 };
 
 /// One end of a Pipe (Python: multiprocessing.connection.Connection).

@@ -41,22 +41,11 @@ std::size_t file_size(int fd) {
   return static_cast<std::size_t>(st.st_size);
 }
 
-Fd sealed_memfd_copy(const char* name, const void* data, std::size_t n) {
-  Fd fd(::memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING));
-  if (!fd) throw_errno(std::string("memfd_create '") + name + "'");
-  // write() rather than ftruncate + mmap + memcpy: the kernel fills whole new pages without
-  // zeroing them first and there are no page faults. (Measured in bench/connection.cpp.)
-  write_all(fd.get(), data, n, "write to memfd");
-  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
-    throw_errno(std::string("sealing memfd '") + name + "'");
-  return fd;
-}
-
-std::size_t pread_full(int fd, void* dst, std::size_t n, const char* what) {
+std::size_t pread_full(int fd, void* dst, std::size_t n, std::size_t at, const char* what) {
   auto p = static_cast<char*>(dst);
   std::size_t got = 0;
   while (got < n) {
-    ssize_t r = retry([&] { return ::pread(fd, p + got, n - got, static_cast<off_t>(got)); });
+    ssize_t r = retry([&] { return ::pread(fd, p + got, n - got, static_cast<off_t>(at + got)); });
     if (r < 0) throw_errno(what);
     if (r == 0) break;
     got += static_cast<std::size_t>(r);

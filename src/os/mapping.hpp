@@ -50,13 +50,8 @@ Fd memfd_of_size(const char* name, std::size_t size);
 /// The size of the file behind fd (fstat).
 std::size_t file_size(int fd);
 
-/// A new memfd holding a copy of n bytes, sealed (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE |
-/// F_SEAL_SEAL) so that nobody, the creator included, can change it afterwards; close-on-exec.
-/// Throws mproc::OSError (and creates nothing) when any step fails.
-Fd sealed_memfd_copy(const char* name, const void* data, std::size_t n);
-
-/// Reads n bytes from offset 0 of fd (pread, retrying EINTR and short reads) into dst. Returns
-/// the count read: less than n only at end of file. Throws mproc::OSError.
-std::size_t pread_full(int fd, void* dst, std::size_t n, const char* what);
+/// Reads n bytes from offset `at` of fd (pread, retrying EINTR and short reads) into dst.
+/// Returns the count read: less than n only at end of file. Throws mproc::OSError.
+std::size_t pread_full(int fd, void* dst, std::size_t n, std::size_t at, const char* what);
 
 }  // namespace mproc::os

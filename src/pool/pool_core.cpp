@@ -202,7 +202,9 @@ void pool_worker_main(Connection conn, WorkerSetup setup) {
   HeldReplies held(box);
   std::int64_t done = 0;
   // One reply buffer for the worker's life: a fresh one per chunk made the heap grow and shrink
-  // by the size of every large result (each page faulted in again); a huge one is let go.
+  // by the size of every large result (each page faulted in again). A huge one is kept while
+  // huge results keep coming (fresh memory costs a fault and a zeroing per page, more than the
+  // copy: echoing 256 MiB) and let go after the first answer that did not need it.
   std::string reply;
   constexpr std::size_t kKeepReply = 64u << 20;
   auto report_failure = [&] {
@@ -248,7 +250,7 @@ void pool_worker_main(Connection conn, WorkerSetup setup) {
     if (kind == ChunkKind::stop) return;
     std::uint64_t id;
     std::memcpy(&id, msg.data(), sizeof id);
-    if (reply.capacity() > kKeepReply) std::string().swap(reply);
+    if (reply.capacity() > kKeepReply && reply.size() <= kKeepReply) std::string().swap(reply);
     reply.assign(kChunkHeader, '\0');
     std::memcpy(reply.data(), &id, sizeof id);
     box.started_ns().store(static_cast<std::uint64_t>(std::chrono::nanoseconds(now.time_since_epoch()).count()),

@@ -2,7 +2,11 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <bit>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -11,6 +15,14 @@
 
 namespace mproc::detail {
 namespace {
+
+// A sender keeps its most recent slabs: at least two (a task and the next one), up to
+// kSlabsKept while the pages they hold stay under kSlabBytesKept.
+constexpr std::size_t kSlabsKept = 8;
+constexpr std::size_t kSlabBytesKept = std::size_t{256} << 20;
+// Capacity is a power of two (a slab is reused for any payload up to it; pages past what was
+// written are never allocated), at least this much.
+constexpr std::size_t kMinSlab = std::size_t{64} << 10;
 
 const char* kind_of(mode_t mode) {
   if (S_ISSOCK(mode)) return "a socket";
@@ -27,17 +39,20 @@ std::string missing_seals(int have) {
   auto add = [&](int seal, const char* name) {
     if (!(have & seal)) out += (out.empty() ? "" : ", ") + std::string(name);
   };
-  add(F_SEAL_WRITE, "F_SEAL_WRITE");
   add(F_SEAL_SHRINK, "F_SEAL_SHRINK");
   add(F_SEAL_GROW, "F_SEAL_GROW");
   return out;
 }
 
+std::atomic_ref<std::uint32_t> state_at(std::byte* head) {
+  return std::atomic_ref<std::uint32_t>(*reinterpret_cast<std::uint32_t*>(head));
+}
+
 }  // namespace
 
-int required_payload_seals() { return F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE; }
+int required_payload_seals() { return F_SEAL_SHRINK | F_SEAL_GROW; }
 
-void check_payload_memfd(int fd, std::uint64_t length) {
+SlabId check_payload_memfd(int fd, std::uint64_t length) {
   const std::string what = "the descriptor that came with a shared-memory frame ";
   struct stat st {};
   if (::fstat(fd, &st) != 0) throw ProtocolError(what + "cannot be examined: " + std::strerror(errno));
@@ -47,10 +62,73 @@ void check_payload_memfd(int fd, std::uint64_t length) {
   int seals = ::fcntl(fd, F_GET_SEALS);
   if (seals < 0) throw ProtocolError(what + "is a regular file, not a memfd (it has no seals)");
   if ((seals & required_payload_seals()) != required_payload_seals())
-    throw ProtocolError(what + "is not sealed against change by its sender: it lacks " + missing_seals(seals));
-  if (static_cast<std::uint64_t>(st.st_size) != length)
-    throw ProtocolError(what + "holds " + std::to_string(st.st_size) + " bytes where the frame announces " +
-                        std::to_string(length));
+    throw ProtocolError(what + "can still be resized by its sender: it lacks " + missing_seals(seals));
+  if (seals & (F_SEAL_WRITE | F_SEAL_FUTURE_WRITE))
+    throw ProtocolError(what + "is sealed against writing: its receiver could not hand it back (F_SEAL_WRITE)");
+  if (static_cast<std::uint64_t>(st.st_size) < kSlabHead || static_cast<std::uint64_t>(st.st_size) - kSlabHead < length)
+    throw ProtocolError(what + "holds " + std::to_string(st.st_size) + " bytes, too few for a head of " +
+                        std::to_string(kSlabHead) + " and the " + std::to_string(length) + " the frame announces");
+  return {st.st_dev, st.st_ino, static_cast<std::uint64_t>(st.st_size)};
+}
+
+void release_slab(int fd) noexcept {
+  std::uint32_t v = kSlabFree;
+  (void)os::retry([&] { return ::pwrite(fd, &v, sizeof v, 0); });
+}
+
+void release_slab(std::byte* head) noexcept { state_at(head).store(kSlabFree, std::memory_order_release); }
+
+std::uint32_t& SlabCache::Slab::state() const { return *static_cast<std::uint32_t*>(map.data()); }
+
+SlabCache::Slab& SlabCache::fill(const void* payload, std::size_t n) {
+  if (pid_t me = ::getpid(); owner_ != me) {
+    slabs_.clear();  // inherited through fork: the parent's, which it may be writing
+    owner_ = me;
+  }
+  Slab* best = nullptr;
+  for (auto& s : slabs_) {
+    if (s->capacity < n || (best && s->capacity >= best->capacity)) continue;
+    if (std::atomic_ref<std::uint32_t>(s->state()).load(std::memory_order_acquire) == kSlabFree) best = s.get();
+  }
+  if (best) {
+    std::atomic_ref<std::uint32_t>(best->state()).store(kSlabBusy, std::memory_order_relaxed);
+    std::memcpy(static_cast<std::byte*>(best->map.data()) + kSlabHead, payload, n);
+  } else {
+    auto s = std::make_unique<Slab>();
+    s->capacity = std::bit_ceil(std::max(n, kMinSlab));
+    s->fd = os::memfd_of_size("mproc-message", kSlabHead + s->capacity);
+    // The first fill with pwrite: the kernel fills new pages without faults in this process.
+    std::size_t done = 0;
+    while (done < n) {
+      ssize_t w = os::retry([&] {
+        return ::pwrite(s->fd.get(), static_cast<const char*>(payload) + done, n - done, static_cast<off_t>(kSlabHead + done));
+      });
+      if (w <= 0) os::throw_errno("write to memfd");
+      done += static_cast<std::size_t>(w);
+    }
+    if (::fcntl(s->fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) os::throw_errno("sealing memfd");
+    s->map = os::Mapping(s->fd.get(), kSlabHead + s->capacity);
+    std::atomic_ref<std::uint32_t>(s->state()).store(kSlabBusy, std::memory_order_relaxed);
+    best = s.get();
+    slabs_.push_back(std::move(s));
+  }
+  best->touched = std::max(best->touched, n);
+  best->last_use = ++clock_;
+  trim();
+  return *best;
+}
+
+void SlabCache::unsent(Slab& s) { std::atomic_ref<std::uint32_t>(s.state()).store(kSlabFree, std::memory_order_relaxed); }
+
+void SlabCache::trim() {
+  std::sort(slabs_.begin(), slabs_.end(), [](const auto& a, const auto& b) { return a->last_use > b->last_use; });
+  std::size_t keep = 0, bytes = 0;
+  for (const auto& s : slabs_) {
+    bytes += s->touched;
+    if (keep >= 2 && (keep >= kSlabsKept || bytes > kSlabBytesKept)) break;
+    ++keep;
+  }
+  slabs_.resize(keep);  // a dropped slab a receiver still reads lives on in its descriptor
 }
 
 }  // namespace mproc::detail

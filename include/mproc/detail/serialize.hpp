@@ -125,13 +125,13 @@ void CEREAL_LOAD_FUNCTION_NAME(InArchive& ar, std::basic_string<char, Traits, Al
   cereal::size_type size = 0;
   ar(cereal::make_size_tag(size));
   auto n = static_cast<std::size_t>(size);
+  const auto* from = reinterpret_cast<const char*>(ar.take(n));
   if (n >= kLargeBuffer && n > str.capacity()) {
     std::basic_string<char, Traits, Alloc>().swap(str);
     str.reserve(n);
     advise_huge(str.data(), n);
   }
-  str.resize(n);
-  ar.loadBinary(str.data(), n);
+  str.assign(from, n);  // one pass: no zero fill before the copy
 }
 template <class T, class Alloc>
 std::enable_if_t<std::is_arithmetic_v<T> && !std::is_same_v<T, bool>> CEREAL_LOAD_FUNCTION_NAME(InArchive& ar,
