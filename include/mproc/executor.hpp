@@ -134,9 +134,7 @@ class ProcessPoolExecutor {
     state->core = core_;
     state->job = job.get();
     std::vector<detail::Chunk> chunks;
-    // Written straight from the arguments: no copy of them is kept.
-    auto save = [&](detail::OutArchive& ar) { detail::save_call<Fn, std::decay_t<Args>...>(ar, f, args...); };
-    chunks.push_back(detail::make_chunk(job, 0, 0, 1, save));
+    chunks.push_back(detail::make_call_chunk<Fn, std::decay_t<Args>...>(*core_, job, f, args...));
     core_->submit(std::move(chunks));
     return Future<R>(state);
   }

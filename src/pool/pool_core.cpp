@@ -51,7 +51,10 @@ std::uint64_t chunk_id(const Chunk& c) {
 constexpr int kInitDeaths = 3;  // see handle_exit
 
 // Buffers of answered chunks kept for the next chunks (take_buffer): freed, the large ones made
-// glibc trim the heap after every map and fault every page in again for the next one.
+// glibc trim the heap after every map and fault every page in again for the next one. One
+// buffer over the budget is kept alone, while chunks that large keep coming (apply of a 256 MiB
+// argument in a loop: fresh memory costs a fault and a zeroing per page), and let go when a
+// smaller chunk has used it.
 constexpr std::size_t kSpareMin = 64 * 1024, kSpareBytes = 64u << 20, kSpareCount = 64;
 
 std::string method_title(const std::optional<Context>& ctx) {
@@ -430,7 +433,8 @@ struct LocalEngine final : QueueEngine {
   void recycle(std::string&& bytes) {
     if (bytes.capacity() < kSpareMin) return;
     std::lock_guard lock(mu);
-    if (spare.size() >= kSpareCount || spare_bytes + bytes.capacity() > kSpareBytes) return;
+    if (spare.size() >= kSpareCount) return;
+    if (spare_bytes + bytes.capacity() > kSpareBytes && (!spare.empty() || bytes.size() <= kSpareBytes)) return;
     spare_bytes += bytes.capacity();
     spare.push_back(std::move(bytes));
   }

@@ -157,6 +157,15 @@ class PoolCore {
   std::unique_ptr<PoolEngine> impl_;
 };
 
+/// The chunk of one call (apply_async, the executor's submit): written straight from the
+/// caller's objects, no copy of the arguments kept, into the buffer of an answered chunk if the
+/// pool keeps one. Fn and Args are the decayed types the worker calls with.
+template <class Fn, class... Args, class F, class... A>
+Chunk make_call_chunk(PoolCore& core, std::shared_ptr<JobBase> job, const F& f, const A&... args) {
+  auto save = [&](OutArchive& ar) { save_call<Fn, Args...>(ar, f, args...); };
+  return make_chunk(std::move(job), 0, 0, 1, save, core.take_buffer());
+}
+
 /// What a worker needs before its first task. It travels as an argument of the worker's Process,
 /// not through the worker's connection, so that descriptors in the initializer's arguments (a
 /// Value, a Lock, a Connection) reach the worker the way a Process's arguments do: in memory

@@ -192,9 +192,7 @@ AsyncResult<R> Pool::apply_async(Callbacks<R> callbacks, F&& f, Args&&... args) 
   state->error_callback = std::move(callbacks.error_callback);
   auto job = std::make_shared<detail::ApplyJob<R>>(state);
   std::vector<detail::Chunk> chunks;
-  // Written straight from the arguments: no copy of them is kept.
-  auto save = [&](detail::OutArchive& ar) { detail::save_call<Fn, std::decay_t<Args>...>(ar, f, args...); };
-  chunks.push_back(detail::make_chunk(job, 0, 0, 1, save));
+  chunks.push_back(detail::make_call_chunk<Fn, std::decay_t<Args>...>(*core_, job, f, args...));
   core_->submit(std::move(chunks));
   return AsyncResult<R>(state);
 }
