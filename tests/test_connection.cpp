@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -14,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -1262,6 +1264,59 @@ TEST(ConnectionHostileSharedMemory, AReaderThatThrowsOnAMappedPayloadLeaksNothin
   }
   EXPECT_EQ(count_open_fds(), fds_before);
   EXPECT_EQ(count_message_mappings(), maps_before);
+}
+
+TEST(ConnectionHostileSharedMemory, ASenderRewritingItsSlabUnderADecodeSendsGarbageNotACrash) {
+  // A sender keeps write access to its slabs (src/reduction/shm_payload.hpp). The receiver decodes
+  // a mapped payload in place, as a pool worker does, reading each byte once before believing it:
+  // a sender that rewrites the sizes under it gets a value or a ProtocolError, never a read out of
+  // bounds (the sanitizer builds run this too). The rewriting is another process, as it would be.
+  using T = std::vector<std::string>;
+  constexpr std::size_t kStrings = 64, kLength = 1000;
+  std::string payload;
+  mproc::detail::encode(payload, T(kStrings, std::string(kLength, 'v')));
+  const std::size_t fds_before = count_open_fds();
+  int m = memfd_holding(payload, kAllSeals);
+  void* map = ::mmap(nullptr, 4096 + payload.size(), PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
+  ASSERT_NE(map, MAP_FAILED);
+  pid_t scribbler = ::fork();
+  ASSERT_GE(scribbler, 0);
+  if (scribbler == 0) {
+    // Size tags (the vector's, then each string's) get random values, or their own back.
+    auto* p = static_cast<unsigned char*>(map) + 4096;
+    std::uint64_t x = 88172645463325252ull;
+    for (long i = 0; i < 200'000'000; ++i) {  // bounded: the parent kills it long before
+      x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+      std::size_t k = x % (kStrings + 1);
+      std::size_t at = k == 0 ? 0 : 8 + (k - 1) * (8 + kLength);
+      std::uint64_t v = (x >> 8) % 3 == 0 ? (k == 0 ? kStrings : kLength) : x >> (x % 60);
+      std::memcpy(p + at, &v, sizeof v);
+    }
+    ::_exit(0);
+  }
+  int values = 0, refused = 0;
+  {
+    RawPeer peer;
+    for (int i = 0; i < 20000 && refused < 20; ++i) {  // until the scribbler was caught at work
+      peer.write_with_fds(memfd_header(payload.size(), mproc::detail::type_fingerprint<T>()), {m});
+      auto buf = peer.conn.recv_buffer();
+      ASSERT_TRUE(buf.is_shared_memory());
+      try {
+        T v = mproc::detail::decode<T>(buf.data(), buf.size());
+        EXPECT_LE(v.size(), kStrings);
+        ++values;
+      } catch (const mproc::ProtocolError&) {
+        ++refused;
+      }
+    }
+  }
+  ::kill(scribbler, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(::waitpid(scribbler, &status, 0), scribbler);
+  ::munmap(map, 4096 + payload.size());
+  ::close(m);
+  EXPECT_EQ(refused, 20) << values << " values: the sizes were never caught changed, the test did not test";
+  EXPECT_EQ(count_open_fds(), fds_before);
 }
 
 // ----------------------------------------------------------------------------------------------
