@@ -18,6 +18,7 @@
 
 #include "connection_access.hpp"
 #include "mproc/detail/fd_passing.hpp"
+#include "mproc/detail/timeout.hpp"
 #include "os/fd.hpp"
 #include "os/mapping.hpp"
 #include "reduction/shm_payload.hpp"
@@ -726,7 +727,8 @@ bool Connection::poll(std::optional<seconds> timeout) const {
   auto& c = impl();
   if (!c.readable) throw Error("the connection is write-only");
   if (c.pending || c.buffered() > 0 || !c.broken.empty()) return true;
-  return os::wait_readable(c.fd.get(), timeout ? os::to_poll_ms(timeout->count()) : -1);
+  double s = detail::wait_seconds(timeout, "Connection.poll");
+  return os::wait_readable(c.fd.get(), s < 0 ? -1 : os::to_poll_ms(s));
 }
 
 void Connection::close() {
@@ -775,6 +777,7 @@ std::pair<Connection, Connection> Pipe(bool duplex) {
 }
 
 std::vector<Connection> connection_wait_impl(const std::vector<Connection>& conns, std::optional<seconds> timeout) {
+  detail::check_timeout(timeout, "connection.wait");
   // A connection holding a whole frame (or buffered bytes) is ready whatever its socket says;
   // when one is, the others are only polled, not waited for.
   bool any_buffered = false;
@@ -801,7 +804,8 @@ std::vector<Connection> wait(const std::vector<Connection>& conns, std::optional
 std::vector<int> wait(const std::vector<int>& fds, std::optional<seconds> timeout) {
   std::vector<pollfd> p;
   for (int fd : fds) p.push_back({fd, POLLIN, 0});
-  int ms = timeout ? os::to_poll_ms(timeout->count()) : -1;
+  double s = detail::wait_seconds(timeout, "connection.wait");
+  int ms = s < 0 ? -1 : os::to_poll_ms(s);
   int r = os::retry([&] { return ::poll(p.data(), p.size(), ms); });
   if (r < 0) os::throw_errno("wait");
   std::vector<int> ready;

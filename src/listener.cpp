@@ -14,6 +14,7 @@
 #include <cstring>
 #include <system_error>
 
+#include "mproc/detail/timeout.hpp"
 #include "util/auth.hpp"
 #include "util/challenge.hpp"
 
@@ -266,10 +267,11 @@ Connection Listener::accept() {
 
 std::optional<Connection> Listener::accept(seconds timeout) {
   if (!impl_ || !impl_->sock) throw Error("accept() on a closed Listener");
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout);
+  const double s = detail::wait_seconds(timeout, "Listener.accept");  // -1: no deadline
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(seconds(std::max(s, 0.0)));
   for (;;) {
     auto left = std::chrono::duration<double>(deadline - std::chrono::steady_clock::now()).count();
-    if (!os::wait_readable(impl_->sock.get(), os::to_poll_ms(std::max(left, 0.0)))) return std::nullopt;
+    if (!os::wait_readable(impl_->sock.get(), s < 0 ? -1 : os::to_poll_ms(std::max(left, 0.0)))) return std::nullopt;
     sockaddr_storage peer{};
     socklen_t len = sizeof peer;
     os::Fd fd(::accept4(impl_->sock.get(), reinterpret_cast<sockaddr*>(&peer), &len, SOCK_CLOEXEC));

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "mproc/detail/timeout.hpp"
 #include "mproc/errors.hpp"
 #include "inherited.hpp"
 #include "popen/popen.hpp"
@@ -129,14 +130,16 @@ void Process::start() {
   st.children.push_back(impl_);
 }
 
-void Process::join() { (void)join(seconds(-1)); }
+void Process::join() { (void)join_for(-1); }
 
-bool Process::join(seconds timeout) {
+bool Process::join(seconds timeout) { return join_for(detail::wait_seconds(timeout, "Process.join")); }
+
+bool Process::join_for(double s) {
   auto& p = impl();
   if (p.creator_pid != ::getpid()) throw ProcessError("can only join a child process");
   std::unique_lock lock(p.mu);
   if (!p.popen) throw ProcessError("can only join a started process");
-  bool done = p.popen->wait(timeout.count() < 0 ? -1.0 : timeout.count()).has_value();
+  bool done = p.popen->wait(s).has_value();
   lock.unlock();
   if (done) detail::forget_child(&p);
   return done;

@@ -29,6 +29,8 @@
 #include <variant>
 #include <vector>
 
+#include "support/timeouts.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -420,6 +422,20 @@ TEST(ConnectionTypes, RawBytesAreNotATypedValueButStayForRecvBytes) {
 
 // ----------------------------------------------------------------------------------------------
 // poll and wait
+
+TEST(ConnectionPoll, ANaNTimeoutIsRefusedAndAnInfiniteOneWaitsForTheMessage) {
+  using support::kInf, support::kNaN;
+  auto [a, b] = mproc::Pipe();
+  support::expect_nan_refused("Connection.poll", [&] { (void)b.poll(mproc::seconds(kNaN)); });
+  support::expect_nan_refused("connection.wait", [&] { (void)mproc::connection::wait({b}, mproc::seconds(kNaN)); });
+  support::expect_nan_refused("connection.wait",
+                              [&] { (void)mproc::connection::wait(std::vector<int>{b.fileno()}, mproc::seconds(kNaN)); });
+  EXPECT_FALSE(b.poll(mproc::seconds(-1)));
+  a.send(7);
+  EXPECT_TRUE(b.poll(mproc::seconds(kInf)));
+  EXPECT_EQ(mproc::connection::wait({b}, mproc::seconds(kInf)).size(), 1u);
+  EXPECT_EQ(b.recv<int>(), 7);
+}
 
 TEST(ConnectionPoll, IsFalseOnAnEmptyPipeAndTrueAfterASend) {
   auto [a, b] = mproc::Pipe();

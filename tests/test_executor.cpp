@@ -9,6 +9,8 @@
 #include <ranges>
 #include <set>
 
+#include "support/timeouts.hpp"
+
 namespace {
 
 using namespace std::chrono_literals;
@@ -49,6 +51,22 @@ TEST_P(ExecutorTest, AnExceptionIsKeptInTheFuture) {
     EXPECT_EQ(e.type(), "std::out_of_range");
     EXPECT_EQ(e.message(), "bad 3");
   }
+}
+
+TEST_P(ExecutorTest, ANaNTimeoutIsRefusedAndAnInfiniteOneWaitsWithoutADeadline) {
+  using support::kInf, support::kNaN;
+  mproc::ProcessPoolExecutor sut(opts(2));
+  auto f = sut.submit(sleep_ms, 100);
+  auto never = sut.submit(sleep_ms, 600'000);  // ended by terminate_workers below
+  support::expect_nan_refused("Future.result", [&] { (void)f.result(mproc::seconds(kNaN)); });
+  support::expect_nan_refused("Future.exception", [&] { (void)f.exception(mproc::seconds(kNaN)); });
+  std::vector<mproc::Future<int>> fs{f};
+  support::expect_nan_refused("wait", [&] { (void)mproc::wait(fs, mproc::seconds(kNaN)); });
+  support::expect_nan_refused("as_completed", [&] { (void)mproc::as_completed(fs, mproc::seconds(kNaN)); });
+  EXPECT_THROW(never.result(mproc::seconds(-1)), mproc::TimeoutError);  // negative: no wait at all
+  EXPECT_EQ(f.result(mproc::seconds(kInf)), 100);
+  EXPECT_EQ(mproc::wait(fs, mproc::seconds(kInf)).done.size(), 1u);
+  sut.terminate_workers();
 }
 
 TEST_P(ExecutorTest, ResultWithTimeoutThrowsTimeoutError) {

@@ -11,6 +11,8 @@
 #include <thread>
 #include <vector>
 
+#include "support/timeouts.hpp"
+
 namespace {
 
 using mproc::connection::Address;
@@ -141,6 +143,13 @@ TEST(Listener, AServerThatHangsUpDuringTheHandshakeIsAConnectionErrorNotARefusal
   EXPECT_THROW(Client(Address("127.0.0.1", ntohs(a.sin_port)), std::string("k")), mproc::ConnectionError);
   server.join();
   ::close(s);
+}
+
+TEST(Listener, AcceptRefusesANaNTimeoutAndDoesNotWaitOnANegativeOne) {
+  Listener sut;
+  support::expect_nan_refused("Listener.accept", [&] { (void)sut.accept(mproc::seconds(support::kNaN)); });
+  EXPECT_FALSE(sut.accept(mproc::seconds(-1)).has_value());
+  EXPECT_FALSE(sut.accept(mproc::seconds(-support::kInf)).has_value());
 }
 
 TEST(Listener, AcceptWithTimeoutReturnsNothingWhenNobodyComes) {

@@ -17,6 +17,8 @@
 #include <string>
 #include <system_error>
 
+#include "support/timeouts.hpp"
+
 #include "pool/remote_info.hpp"
 
 namespace {
@@ -287,6 +289,21 @@ TEST_P(PoolTest, GetWithTimeoutThrowsTimeoutError) {
   EXPECT_FALSE(r.ready());
   EXPECT_THROW(r.successful(), mproc::Error);
   EXPECT_EQ(r.get(30s), 300);
+}
+
+TEST_P(PoolTest, ANaNTimeoutIsRefusedAndAnInfiniteOneWaitsWithoutADeadline) {
+  using support::kInf, support::kNaN;
+  mproc::Pool sut(opts(1));
+  auto it = sut.imap(square, std::vector<int>{1, 2, 3});
+  support::expect_nan_refused("imap next", [&] { (void)it.next(mproc::seconds(kNaN)); });
+  EXPECT_EQ(it.next(mproc::seconds(kInf)), 1);
+  auto r = sut.apply_async(sleep_ms, 100);
+  support::expect_nan_refused("AsyncResult.get", [&] { (void)r.get(mproc::seconds(kNaN)); });
+  support::expect_nan_refused("AsyncResult.wait", [&] { (void)r.wait(mproc::seconds(kNaN)); });
+  EXPECT_EQ(r.get(mproc::seconds(kInf)), 100);
+  auto never = sut.apply_async(sleep_ms, 600'000);  // ended by the pool's destructor
+  EXPECT_FALSE(never.wait(mproc::seconds(-1)));     // negative: no wait at all
+  EXPECT_THROW(never.get(mproc::seconds(-kInf)), mproc::TimeoutError);
 }
 
 TEST_P(PoolTest, TaskTimeoutKillsTheTaskNotThePool) {

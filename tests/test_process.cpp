@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "support/capture.hpp"
+#include "support/timeouts.hpp"
 
 namespace {
 
@@ -118,6 +119,16 @@ TEST_P(ProcessTest, SignalsAfterTheChildEndedAreIgnored) {
   EXPECT_NO_THROW(sut.terminate());
   EXPECT_NO_THROW(sut.kill());
   EXPECT_EQ(sut.exitcode(), 0);
+}
+
+TEST_P(ProcessTest, JoinRefusesANaNTimeoutDoesNotWaitOnANegativeOneAndWaitsOnInfinity) {
+  auto sut = ctx().Process(sleep_forever);
+  sut.start();
+  support::expect_nan_refused("Process.join", [&] { (void)sut.join(mproc::seconds(support::kNaN)); });
+  EXPECT_FALSE(sut.join(mproc::seconds(-1)));  // Python: a negative timeout does not wait
+  EXPECT_TRUE(sut.is_alive());
+  sut.terminate();
+  EXPECT_TRUE(sut.join(mproc::seconds(support::kInf)));
 }
 
 TEST_P(ProcessTest, JoinWithTimeoutReturnsFalseWhileTheChildRuns) {

@@ -6,6 +6,7 @@
 #include <optional>
 #include <vector>
 
+#include "mproc/detail/timeout.hpp"
 #include "mproc/pool.hpp"
 
 namespace mproc {
@@ -45,14 +46,14 @@ class Future {
 
   /// The result; rethrows the task's error. Throws TimeoutError when not done within timeout.
   value_type result(std::optional<seconds> timeout = std::nullopt) const {
-    wait_done(timeout);
+    wait_done(timeout, "Future.result");
     std::lock_guard lock(s_->mu);
     if (s_->error) std::rethrow_exception(s_->error);
     return *s_->value;
   }
   /// The task's error, or null. Throws TimeoutError when not done within timeout.
   std::exception_ptr exception(std::optional<seconds> timeout = std::nullopt) const {
-    wait_done(timeout);
+    wait_done(timeout, "Future.exception");
     std::lock_guard lock(s_->mu);
     return s_->error;
   }
@@ -99,13 +100,10 @@ class Future {
     std::lock_guard lock(s_->mu);
     return s_->done ? s_->error : nullptr;
   }
-  void wait_done(std::optional<seconds> timeout) const {
+  void wait_done(std::optional<seconds> timeout, const char* call) const {
     std::unique_lock lock(s_->mu);
-    if (!timeout) {
-      s_->cv.wait(lock, [&] { return s_->done; });
-    } else if (!s_->cv.wait_for(lock, *timeout, [&] { return s_->done; })) {
+    if (!detail::wait_for(s_->cv, lock, timeout, [&] { return s_->done; }, call))
       throw TimeoutError("the future was not done within the timeout");
-    }
   }
   std::shared_ptr<detail::FutureState<R>> s_;
 };
@@ -198,10 +196,7 @@ DoneAndNotDone<R> wait(const std::vector<Future<R>>& fs, std::optional<seconds> 
     return false;
   };
   std::unique_lock lock(w->mu);
-  if (timeout)
-    w->cv.wait_for(lock, *timeout, enough);
-  else
-    w->cv.wait(lock, enough);
+  detail::wait_for(w->cv, lock, timeout, enough, "wait");
   std::vector<bool> is_done(fs.size(), false);
   for (auto i : w->order) is_done[i] = true;
   DoneAndNotDone<R> out;
@@ -236,11 +231,8 @@ class AsCompleted {
     if (yielded_ == fs_.size()) return std::nullopt;
     std::unique_lock lock(w_->mu);
     auto ready = [&] { return w_->order.size() > yielded_; };
-    if (timeout_) {
-      if (!w_->cv.wait_for(lock, *timeout_, ready)) throw TimeoutError("a future did not finish within the timeout");
-    } else {
-      w_->cv.wait(lock, ready);
-    }
+    if (!detail::wait_for(w_->cv, lock, timeout_, ready, "as_completed"))
+      throw TimeoutError("a future did not finish within the timeout");
     return fs_[w_->order[yielded_++]];
   }
 

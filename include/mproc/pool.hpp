@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "mproc/detail/timeout.hpp"
 #include "mproc/connection.hpp"
 #include "mproc/context.hpp"
 #include "mproc/detail/pool_core.hpp"
@@ -82,7 +83,7 @@ class AsyncResult {
   }
   /// Throws mproc::TimeoutError when the result is not ready within timeout.
   value_type get(seconds timeout) {
-    if (!wait(timeout)) throw TimeoutError("the result was not ready within the timeout");
+    if (!wait_for(timeout, "AsyncResult.get")) throw TimeoutError("the result was not ready within the timeout");
     return take();
   }
   void wait() const {
@@ -90,10 +91,7 @@ class AsyncResult {
     s_->cv.wait(lock, [&] { return s_->done; });
   }
   /// True when ready.
-  bool wait(seconds timeout) const {
-    std::unique_lock lock(s_->mu);
-    return s_->cv.wait_for(lock, timeout, [&] { return s_->done; });
-  }
+  bool wait(seconds timeout) const { return wait_for(timeout, "AsyncResult.wait"); }
   bool ready() const {
     std::lock_guard lock(s_->mu);
     return s_->done;
@@ -107,6 +105,10 @@ class AsyncResult {
 
  private:
   friend class Pool;
+  bool wait_for(seconds timeout, const char* call) const {
+    std::unique_lock lock(s_->mu);
+    return detail::wait_for(s_->cv, lock, timeout, [&] { return s_->done; }, call);
+  }
   value_type take() {
     std::lock_guard lock(s_->mu);
     if (s_->error) std::rethrow_exception(s_->error);

@@ -60,7 +60,7 @@ class Process {
   void start();
   /// Waits for the child to end.
   void join();
-  /// Waits at most timeout; true when the child has ended.
+  /// Waits at most timeout (negative: not at all, as Python); true when the child has ended.
   bool join(seconds timeout);
   bool is_alive() const;
   /// Empty while running (or not started); the exit status, or -N when killed by signal N.
@@ -84,6 +84,7 @@ class Process {
  private:
   explicit Process(std::shared_ptr<detail::ProcessImpl> impl) : impl_(std::move(impl)) {}
   detail::ProcessImpl& impl() const;
+  bool join_for(double seconds);  // -1: no deadline
   std::shared_ptr<detail::ProcessImpl> impl_;
   friend std::vector<Process> active_children();
 };

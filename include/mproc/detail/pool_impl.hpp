@@ -111,11 +111,7 @@ class IMapState : public JobBase, public std::enable_shared_from_this<IMapState<
         bool have = unordered_ ? !ready_.empty() : ready_.count(next_index_) > 0;
         return have || (exhausted_ && in_window_ == 0);
       };
-      if (timeout) {
-        if (!cv_.wait_for(lock, *timeout, ready)) throw TimeoutError("no imap result within the timeout");
-      } else {
-        cv_.wait(lock, ready);
-      }
+      if (!detail::wait_for(cv_, lock, timeout, ready, "imap next")) throw TimeoutError("no imap result within the timeout");
     }
   }
 
