@@ -48,9 +48,6 @@ namespace detail {
 // A header's length is believed, for allocating, up to this many bytes. A longer message gets
 // memory as its bytes arrive, so that a hostile 24-byte header costs nothing.
 constexpr std::size_t kTrustedLength = std::size_t{16} << 20;
-// Streamed payloads up to this size live on the heap; longer ones in an anonymous mapping that
-// grows with mremap (the kernel moves page tables, not bytes) as they arrive.
-constexpr std::size_t kHeapPayloadMax = std::size_t{1} << 20;
 // A sender that is this far ahead of its reader in shared-memory bytes (messages whose header
 // the reader has not read yet) waits for the reader before it sends more: a memfd frame takes
 // 24 bytes of the socket's buffer, so without this a fast writer could park gigabytes in
@@ -60,8 +57,8 @@ constexpr std::uint64_t kMaxUnreadSharedBytes = std::uint64_t{64} << 20;
 // Fresh memory is paid for page by page on first touch, and in a virtual machine a 4 KiB page
 // fault can cost more than copying the page (bench/connection.cpp: 60 MB/s into fresh 4 KiB
 // pages where 2 MiB pages take 2 GB/s on the same host). Large receive buffers therefore ask
-// for transparent huge pages (advise_huge, a hint: without THP nothing changes).
-constexpr std::size_t kHugePage = std::size_t{2} << 20;
+// for transparent huge pages (advise_huge and kHugePage in serialize.hpp, a hint: without THP
+// nothing changes).
 
 // A vector of n bytes that will be overwritten at once: allocated untouched, hinted, then sized.
 std::vector<std::byte> vector_for(const std::byte* from, std::size_t n) {
@@ -321,7 +318,7 @@ struct ConnectionImpl {
     }
     rbeg += kFrameHeaderSize;
     check_no_stray_fd(at);
-    Header out{h.type, static_cast<std::size_t>(h.length), {}};
+    Header out{h.type, static_cast<std::size_t>(h.length), {}, {}};
     if (h.flags & kFrameInMemfd) {
       if (fds.empty() || fds.front().from > at)
         fail("a frame announces a payload in shared memory but no descriptor came with it");

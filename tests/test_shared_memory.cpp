@@ -11,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "resource_tracker/protocol.hpp"
 #include "resource_tracker/resource_tracker.hpp"
 #include "support/capture.hpp"
 
@@ -458,6 +459,33 @@ TEST(SharedMemoryManager, SegmentUnlinkedAndCreatedAgainBySomeoneElseIsLeftAlone
   sut.shutdown();
   EXPECT_TRUE(exists(name)) << "the manager unlinked a segment it did not create";
   theirs.unlink();
+}
+
+// The tracker's registry is bounded: a client registering new names without end (hostile, or a
+// program leaking segments in a loop) is refused past kMaxRegistered, and the tracker goes on.
+TEST(ResourceTrackerRegistry, IsBoundedAndStillTakesUnregistersAndKnownNamesWhenFull) {
+  namespace rt = mproc::detail::tracker;
+  auto request = [](const char* op, const std::string& name, std::uint64_t ino) {
+    std::string m(op, 4);
+    auto kind = static_cast<std::uint32_t>(mproc::detail::ResourceKind::shared_memory);
+    std::uint64_t dev = 1;
+    m.append(reinterpret_cast<const char*>(&kind), 4);
+    m.append(reinterpret_cast<const char*>(&dev), 8);
+    m.append(reinterpret_cast<const char*>(&ino), 8);
+    return m + name;
+  };
+  auto send = [&](rt::Registry& r, const std::string& m) {
+    return rt::handle_request(r, reinterpret_cast<const unsigned char*>(m.data()), m.size());
+  };
+  rt::Registry registry;
+  for (std::size_t i = 0; i < rt::kMaxRegistered; ++i)
+    ASSERT_EQ(send(registry, request(rt::kRegister, "/n" + std::to_string(i), i + 1)), rt::RequestOutcome::applied);
+  EXPECT_EQ(send(registry, request(rt::kRegister, "/one-too-many", 7)), rt::RequestOutcome::registry_full);
+  EXPECT_EQ(registry.size(), rt::kMaxRegistered);
+  EXPECT_EQ(send(registry, request(rt::kRegister, "/n0", 99)), rt::RequestOutcome::applied);  // known: updated
+  EXPECT_EQ(send(registry, request(rt::kUnregister, "/n1", 2)), rt::RequestOutcome::applied);
+  EXPECT_EQ(send(registry, request(rt::kRegister, "/one-too-many", 7)), rt::RequestOutcome::applied);
+  EXPECT_EQ(send(registry, "garbage"), rt::RequestOutcome::malformed);
 }
 
 }  // namespace

@@ -9,7 +9,6 @@
 namespace mproc::detail {
 
 void advise_huge(void* p, std::size_t n) {
-  constexpr std::size_t kHugePage = std::size_t{2} << 20;
   if (n < 2 * kHugePage) return;
   auto first = (reinterpret_cast<std::uintptr_t>(p) + kHugePage - 1) & ~(kHugePage - 1);
   auto last = (reinterpret_cast<std::uintptr_t>(p) + n) & ~(kHugePage - 1);

@@ -52,10 +52,18 @@ inline Digest answer(const char* label, const unsigned char* challenge, std::uin
 /// named when it was registered.
 using Registry = std::map<std::pair<ResourceKind, std::string>, os::FileIdentity>;
 
+/// Registrations the tracker holds at most: an authenticated client could otherwise grow it
+/// without end (names are up to 255 bytes: about 20 MiB at the limit). A program with this many
+/// live segments and semaphores has leaked them.
+constexpr std::size_t kMaxRegistered = 65536;
+
+enum class RequestOutcome { applied, malformed, registry_full };
+
 /// Applies one request as an authenticated peer sent it (one datagram, any bytes): a register
-/// or an unregister. Returns false, and changes nothing, for a malformed request. The tracker's
-/// only decoder of bytes from another process (fuzz/fuzz_tracker_request.cpp).
-bool handle_request(Registry& registry, const unsigned char* request, std::size_t n);
+/// or an unregister. Changes nothing for a malformed request, or for a register of a new name
+/// when kMaxRegistered are held. The tracker's only decoder of bytes from another process
+/// (fuzz/fuzz_tracker_request.cpp).
+RequestOutcome handle_request(Registry& registry, const unsigned char* request, std::size_t n);
 
 /// A descriptor handed to the tracker process as an argument of its task.
 struct PassedFd {

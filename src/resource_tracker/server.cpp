@@ -131,7 +131,7 @@ bool serve_handshake(Tracker& t, Peer& p) {
 
 }  // namespace
 
-bool handle_request(Registry& registry, const unsigned char* m, std::size_t n) {
+RequestOutcome handle_request(Registry& registry, const unsigned char* m, std::size_t n) {
   std::uint32_t kind = 0;
   os::FileIdentity id;
   if (n > kRequestHeader) {
@@ -145,21 +145,34 @@ bool handle_request(Registry& registry, const unsigned char* m, std::size_t n) {
   bool good_name = name.starts_with('/') && os::shm_name_problem(name).empty();
   auto key = std::make_pair(static_cast<ResourceKind>(kind), name);
   if (known_kind && good_name && std::memcmp(m, kRegister, 4) == 0 && id) {
-    registry[key] = id;
+    auto it = registry.find(key);
+    if (it != registry.end()) {
+      it->second = id;
+    } else {
+      if (registry.size() >= kMaxRegistered) return RequestOutcome::registry_full;
+      registry.emplace(key, id);
+    }
   } else if (known_kind && good_name && std::memcmp(m, kUnregister, 4) == 0) {
     auto it = registry.find(key);
     if (it != registry.end() && (!id || it->second == id)) registry.erase(it);
   } else {
-    return false;
+    return RequestOutcome::malformed;
   }
-  return true;
+  return RequestOutcome::applied;
 }
 
 namespace {
 
 void handle(Tracker& t, const unsigned char* m, std::size_t n) {
   // Python prints the exception and carries on; so do we
-  if (!handle_request(t.registered, m, n)) say("ignored a malformed request of " + std::to_string(n) + " bytes");
+  switch (handle_request(t.registered, m, n)) {
+    case RequestOutcome::applied: break;
+    case RequestOutcome::malformed: say("ignored a malformed request of " + std::to_string(n) + " bytes"); break;
+    case RequestOutcome::registry_full:
+      say("not tracking " + std::string(reinterpret_cast<const char*>(m) + kRequestHeader, n - kRequestHeader) + ": " +
+          std::to_string(kMaxRegistered) + " segments and semaphores are registered already");
+      break;
+  }
 }
 
 // Reads every queued request. False when the peer closed its end (after its last requests).

@@ -33,6 +33,7 @@ namespace mproc::detail {
 /// now, with a transparent-huge-page hint, so that it is faulted in 2 MiB at a time (in a virtual
 /// machine a 4 KiB fault can cost more than copying the page). Not API.
 constexpr std::size_t kLargeBuffer = std::size_t{4} << 20;
+constexpr std::size_t kHugePage = std::size_t{2} << 20;  // x86-64's transparent huge page
 void advise_huge(void* p, std::size_t n);
 void reserve_large(std::string& s, std::size_t capacity);
 
