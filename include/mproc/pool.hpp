@@ -11,10 +11,10 @@
 #include <utility>
 #include <vector>
 
-#include "mproc/detail/timeout.hpp"
 #include "mproc/connection.hpp"
 #include "mproc/context.hpp"
 #include "mproc/detail/pool_core.hpp"
+#include "mproc/detail/timeout.hpp"
 #include "mproc/errors.hpp"
 #include "mproc/progress.hpp"
 
