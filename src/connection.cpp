@@ -134,42 +134,6 @@ struct Header {
   SlabId slab;  // of memfd
 };
 
-// The slabs a receiving end has mapped, kept while their senders may send in them again:
-// mapping 256 MiB and unmapping it costs ~35 ms (page tables, TLB shootdowns), a copy ~25 ms.
-// A kept mapping keeps its pages alive after the sender drops the slab, so few are kept.
-struct MappedSlabs {
-  struct Entry {
-    SlabId id;
-    std::shared_ptr<os::Mapping> map;
-    std::uint64_t last_use = 0;
-  };
-  static constexpr std::size_t kKept = 4;
-  static constexpr std::uint64_t kBytesKept = std::uint64_t{512} << 20;
-  std::vector<Entry> entries;
-  std::uint64_t clock = 0;
-
-  std::shared_ptr<os::Mapping> map(int fd, const SlabId& id) {
-    ++clock;
-    for (auto& e : entries)
-      if (e.id.dev == id.dev && e.id.ino == id.ino) {  // the mapping keeps its file, so the inode is not reused
-        e.last_use = clock;
-        return e.map;
-      }
-    auto m = std::make_shared<os::Mapping>(fd, static_cast<std::size_t>(id.size));
-    entries.push_back({id, m, clock});
-    std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.last_use > b.last_use; });
-    std::uint64_t bytes = 0;
-    std::size_t keep = 0;
-    for (const auto& e : entries) {
-      bytes += e.id.size;
-      if (keep >= 1 && (keep >= kKept || bytes > kBytesKept)) break;
-      ++keep;
-    }
-    entries.resize(keep);
-    return m;
-  }
-};
-
 // A descriptor that arrived with the stream bytes [from, to) (one recvmsg). It belongs to the
 // frame whose header starts in that range.
 struct ArrivedFd {
@@ -211,7 +175,7 @@ struct ConnectionImpl {
   std::string broken;            // framing lost: every later read fails with this message
   std::uint64_t unread_shared = 0;  // sender: memfd bytes sent since the reader was last seen caught up
   SlabCache slabs;                  // sender: the memfds of its large messages, for reuse
-  MappedSlabs mapped;               // receiver: its sender's slabs, mapped
+  SlabMappings mapped;              // receiver: its sender's slabs, mapped
 
   std::size_t buffered() const { return rend - rbeg; }
   std::uint64_t read_pos() const { return stream_pos - buffered(); }
@@ -725,7 +689,7 @@ bool Connection::poll(std::optional<seconds> timeout) const {
   if (!c.readable) throw Error("the connection is write-only");
   if (c.pending || c.buffered() > 0 || !c.broken.empty()) return true;
   double s = detail::wait_seconds(timeout, "Connection.poll");
-  return os::wait_readable(c.fd.get(), s < 0 ? -1 : os::to_poll_ms(s));
+  return os::wait_readable(c.fd.get(), os::to_poll_ms_or_forever(s));
 }
 
 void Connection::close() {
@@ -802,7 +766,7 @@ std::vector<int> wait(const std::vector<int>& fds, std::optional<seconds> timeou
   std::vector<pollfd> p;
   for (int fd : fds) p.push_back({fd, POLLIN, 0});
   double s = detail::wait_seconds(timeout, "connection.wait");
-  int ms = s < 0 ? -1 : os::to_poll_ms(s);
+  int ms = os::to_poll_ms_or_forever(s);
   int r = os::retry([&] { return ::poll(p.data(), p.size(), ms); });
   if (r < 0) os::throw_errno("wait");
   std::vector<int> ready;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <limits>
 #include <system_error>
 
 #include "mproc/detail/timeout.hpp"
@@ -261,8 +262,8 @@ Listener::~Listener() {
 }
 
 Connection Listener::accept() {
-  for (;;)
-    if (auto c = accept(seconds(3600))) return std::move(*c);
+  // No deadline: returns only with a client that passed the handshake.
+  return std::move(*accept(seconds(std::numeric_limits<double>::infinity())));
 }
 
 std::optional<Connection> Listener::accept(seconds timeout) {

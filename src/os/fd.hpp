@@ -58,6 +58,8 @@ bool wait_readable(int fd, int timeout_ms);
 /// Milliseconds for poll() from optional seconds: -1 for "forever", rounded up so that a small
 /// positive timeout never becomes a busy 0.
 int to_poll_ms(double seconds);
+/// The same for a wait read by detail::wait_seconds, whose -1 (no deadline) stays -1.
+inline int to_poll_ms_or_forever(double seconds) { return seconds < 0 ? -1 : to_poll_ms(seconds); }
 
 Fd open_dev_null();
 /// A sealed memfd holding data (used to hand a start-up message to a child).

@@ -8,6 +8,8 @@
 #include <climits>
 #include <cmath>
 
+#include "mproc/detail/timeout.hpp"
+
 namespace mproc::os {
 
 static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
@@ -26,7 +28,7 @@ Deadline Deadline::after(double seconds) noexcept {
   d.at_ = monotonic_now();
   if (!(seconds > 0)) return d;  // 0, negative or NaN: now
   // Beyond ~30 years a deadline is never, and tv_sec cannot overflow.
-  if (seconds > 1e9) return never();
+  if (seconds > detail::kNoDeadlineSeconds) return never();
   double whole = std::floor(seconds);
   d.at_.tv_sec += static_cast<time_t>(whole);
   d.at_.tv_nsec += static_cast<long>((seconds - whole) * 1e9);

@@ -53,4 +53,15 @@ std::size_t pread_full(int fd, void* dst, std::size_t n, std::size_t at, const c
   return got;
 }
 
+void pwrite_full(int fd, const void* src, std::size_t n, std::size_t at, const char* what) {
+  auto p = static_cast<const char*>(src);
+  std::size_t done = 0;
+  while (done < n) {
+    ssize_t w = retry([&] { return ::pwrite(fd, p + done, n - done, static_cast<off_t>(at + done)); });
+    if (w < 0) throw_errno(what);
+    if (w == 0) throw_errno(what, EIO);  // no room and no error: never loop on it
+    done += static_cast<std::size_t>(w);
+  }
+}
+
 }  // namespace mproc::os

@@ -53,5 +53,8 @@ std::size_t file_size(int fd);
 /// Reads n bytes from offset `at` of fd (pread, retrying EINTR and short reads) into dst.
 /// Returns the count read: less than n only at end of file. Throws mproc::OSError.
 std::size_t pread_full(int fd, void* dst, std::size_t n, std::size_t at, const char* what);
+/// Writes n bytes at offset `at` of fd (pwrite, retrying EINTR and short writes). Throws
+/// mproc::OSError.
+void pwrite_full(int fd, const void* src, std::size_t n, std::size_t at, const char* what);
 
 }  // namespace mproc::os

@@ -20,6 +20,10 @@ namespace {
 // kSlabsKept while the pages they hold stay under kSlabBytesKept.
 constexpr std::size_t kSlabsKept = 8;
 constexpr std::size_t kSlabBytesKept = std::size_t{256} << 20;
+// A receiving end keeps its most recent mapping, and up to kMappingsKept while they span
+// kMappedBytesKept.
+constexpr std::size_t kMappingsKept = 4;
+constexpr std::uint64_t kMappedBytesKept = std::uint64_t{512} << 20;
 // Capacity is a power of two (a slab is reused for any payload up to it; pages past what was
 // written are never allocated), at least this much.
 constexpr std::size_t kMinSlab = std::size_t{64} << 10;
@@ -42,6 +46,21 @@ std::string missing_seals(int have) {
   add(F_SEAL_SHRINK, "F_SEAL_SHRINK");
   add(F_SEAL_GROW, "F_SEAL_GROW");
   return out;
+}
+
+// Orders v most recently used first and drops what is past the budget: the first `floor` stay,
+// then more while there are at most `most` and their bytes stay within `budget`.
+template <class T, class Use, class Bytes>
+void keep_recent(std::vector<T>& v, std::size_t floor, std::size_t most, std::uint64_t budget, Use last_use, Bytes bytes) {
+  std::sort(v.begin(), v.end(), [&](const T& a, const T& b) { return last_use(a) > last_use(b); });
+  std::size_t keep = 0;
+  std::uint64_t total = 0;
+  for (const T& e : v) {
+    total += bytes(e);
+    if (keep >= floor && (keep >= most || total > budget)) break;
+    ++keep;
+  }
+  v.erase(v.begin() + static_cast<std::ptrdiff_t>(keep), v.end());
 }
 
 std::atomic_ref<std::uint32_t> state_at(std::byte* head) {
@@ -98,14 +117,7 @@ SlabCache::Slab& SlabCache::fill(const void* payload, std::size_t n) {
     s->capacity = std::bit_ceil(std::max(n, kMinSlab));
     s->fd = os::memfd_of_size("mproc-message", kSlabHead + s->capacity);
     // The first fill with pwrite: the kernel fills new pages without faults in this process.
-    std::size_t done = 0;
-    while (done < n) {
-      ssize_t w = os::retry([&] {
-        return ::pwrite(s->fd.get(), static_cast<const char*>(payload) + done, n - done, static_cast<off_t>(kSlabHead + done));
-      });
-      if (w <= 0) os::throw_errno("write to memfd");
-      done += static_cast<std::size_t>(w);
-    }
+    os::pwrite_full(s->fd.get(), payload, n, kSlabHead, "write to memfd");
     if (::fcntl(s->fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) os::throw_errno("sealing memfd");
     s->map = os::Mapping(s->fd.get(), kSlabHead + s->capacity);
     std::atomic_ref<std::uint32_t>(s->state()).store(kSlabBusy, std::memory_order_relaxed);
@@ -121,14 +133,23 @@ SlabCache::Slab& SlabCache::fill(const void* payload, std::size_t n) {
 void SlabCache::unsent(Slab& s) { std::atomic_ref<std::uint32_t>(s.state()).store(kSlabFree, std::memory_order_relaxed); }
 
 void SlabCache::trim() {
-  std::sort(slabs_.begin(), slabs_.end(), [](const auto& a, const auto& b) { return a->last_use > b->last_use; });
-  std::size_t keep = 0, bytes = 0;
-  for (const auto& s : slabs_) {
-    bytes += s->touched;
-    if (keep >= 2 && (keep >= kSlabsKept || bytes > kSlabBytesKept)) break;
-    ++keep;
-  }
-  slabs_.resize(keep);  // a dropped slab a receiver still reads lives on in its descriptor
+  // A dropped slab a receiver still reads lives on in its descriptor.
+  keep_recent(
+      slabs_, 2, kSlabsKept, kSlabBytesKept, [](const auto& s) { return s->last_use; }, [](const auto& s) { return s->touched; });
+}
+
+std::shared_ptr<os::Mapping> SlabMappings::map(int fd, const SlabId& id) {
+  ++clock_;
+  for (auto& e : entries_)
+    if (e.id.dev == id.dev && e.id.ino == id.ino) {  // the mapping keeps its file, so the inode is not reused
+      e.last_use = clock_;
+      return e.map;
+    }
+  auto m = std::make_shared<os::Mapping>(fd, static_cast<std::size_t>(id.size));
+  entries_.push_back({id, m, clock_});
+  keep_recent(
+      entries_, 1, kMappingsKept, kMappedBytesKept, [](const Entry& e) { return e.last_use; }, [](const Entry& e) { return e.id.size; });
+  return m;
 }
 
 }  // namespace mproc::detail

@@ -82,4 +82,23 @@ class SlabCache {
   std::uint64_t clock_ = 0;
 };
 
+/// The receiving end's mappings of its sender's slabs, kept while the sender may send in them
+/// again: mapping 256 MiB and unmapping it costs ~35 ms (page tables, TLB shootdowns), a copy
+/// ~25 ms. A kept mapping keeps its pages alive after the sender drops the slab, so few are kept.
+class SlabMappings {
+ public:
+  /// The whole slab behind fd (checked: id), read-write (for its head's state word): a kept
+  /// mapping of the same file, or a new one. Throws mproc::OSError.
+  std::shared_ptr<os::Mapping> map(int fd, const SlabId& id);
+
+ private:
+  struct Entry {
+    SlabId id;
+    std::shared_ptr<os::Mapping> map;
+    std::uint64_t last_use = 0;
+  };
+  std::vector<Entry> entries_;
+  std::uint64_t clock_ = 0;
+};
+
 }  // namespace mproc::detail

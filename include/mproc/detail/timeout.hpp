@@ -22,9 +22,9 @@ inline void check_timeout(const std::optional<std::chrono::duration<double>>& ti
   if (timeout && std::isnan(timeout->count())) throw_nan_timeout(call);
 }
 
-/// Beyond this many seconds (about three years) a wait has no deadline: a clock's time point
-/// that far ahead would overflow.
-constexpr double kNoDeadlineSeconds = 1e8;
+/// Beyond this many seconds (about 30 years) a wait has no deadline: a clock's time point that
+/// far ahead could overflow. os::Deadline (futexes) reads timeouts with the same bound.
+constexpr double kNoDeadlineSeconds = 1e9;
 
 /// The seconds a wait may take: -1 for no deadline (nullopt, +inf, beyond kNoDeadlineSeconds),
 /// 0 for a negative timeout, else the timeout. NaN: std::invalid_argument naming call.
