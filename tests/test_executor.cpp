@@ -5,9 +5,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <ranges>
 #include <set>
+#include <thread>
 
 #include "support/timeouts.hpp"
 
@@ -38,6 +40,19 @@ TEST_P(ExecutorTest, SubmitReturnsAFutureWithTheResult) {
   EXPECT_TRUE(f.done());
   EXPECT_FALSE(f.cancelled());
   EXPECT_EQ(f.exception(), nullptr);
+}
+
+TEST_P(ExecutorTest, SubmitAndResultInALoopFromTwoThreadsAnswersEveryCall) {
+  mproc::ProcessPoolExecutor sut(opts());
+  std::atomic<int> wrong{0};
+  std::thread other([&] {
+    for (int i = 0; i < 300; ++i)
+      if (sut.submit(square, i).result(30s) != i * i) ++wrong;
+  });
+  for (int i = 0; i < 300; ++i)
+    if (sut.submit(sleep_ms, i % 2).result(30s) != i % 2) ++wrong;
+  other.join();
+  EXPECT_EQ(wrong, 0);
 }
 
 TEST_P(ExecutorTest, AnExceptionIsKeptInTheFuture) {

@@ -11,11 +11,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <future>
 #include <numeric>
 #include <ranges>
 #include <set>
 #include <string>
 #include <system_error>
+#include <thread>
 
 #include "support/timeouts.hpp"
 
@@ -176,6 +178,57 @@ TEST_P(PoolTest, ApplyReturnsTheResultAndApplyAsyncCallsBack) {
   EXPECT_TRUE(r.successful());
   for (int i = 0; i < 100 && got != 81; ++i) std::this_thread::sleep_for(10ms);  // callback runs after get() may return
   EXPECT_EQ(got, 81);
+}
+
+// A lone apply's caller reads the answer itself (LocalEngine::tend) while the handler thread
+// may be reading the other workers: several threads calling apply at once cross both paths.
+TEST_P(PoolTest, ApplyInALoopFromSeveralThreadsAnswersEveryCallRight) {
+  mproc::Pool sut(opts());
+  std::atomic<int> wrong{0};
+  std::vector<std::thread> callers;
+  for (int t = 0; t < 3; ++t)
+    callers.emplace_back([&, t] {
+      for (int i = 0; i < 300; ++i)
+        if (sut.apply(add, t * 1000, i) != t * 1000 + i) ++wrong;
+    });
+  for (int i = 0; i < 300; ++i)
+    if (sut.apply(square, i) != i * i) ++wrong;
+  for (auto& c : callers) c.join();
+  EXPECT_EQ(wrong, 0);
+  EXPECT_EQ(sut.worker_pids().size(), 2u);
+}
+
+// The callbacks' promise holds while a caller reads lone answers itself: they run on the
+// pool's thread, never on the thread waiting in get().
+TEST_P(PoolTest, ACallbackRunsOnThePoolsThreadNotOnTheOneWaitingInGet) {
+  mproc::Pool sut(opts());
+  for (int i = 0; i < 20; ++i) {
+    std::promise<std::thread::id> ran_on;
+    auto r = sut.apply_async(mproc::Callbacks<int>{.callback = [&](const int&) { ran_on.set_value(std::this_thread::get_id()); }},
+                             square, i);
+    EXPECT_EQ(r.get(30s), i * i);
+    auto f = ran_on.get_future();
+    ASSERT_EQ(f.wait_for(30s), std::future_status::ready);
+    EXPECT_NE(f.get(), std::this_thread::get_id());
+  }
+}
+
+// A lone task whose worker dies at once ends while its caller reads for the answer: the caller
+// learns it from the handler (WorkerCrashed), which replaces the worker.
+TEST_P(PoolTest, ALoneApplyWhoseWorkerDiesAtOnceFailsWithWorkerCrashedAndThePoolGoesOn) {
+  mproc::Pool sut(opts());
+  for (int round = 0; round < 3; ++round) {
+    try {
+      sut.apply(exit_on_five, 5);
+      FAIL() << "no exception";
+    } catch (const mproc::WorkerCrashed& e) {
+      EXPECT_EQ(e.exitcode(), 7);
+    }
+    EXPECT_THROW(sut.apply(die, 5), mproc::WorkerCrashed);
+    EXPECT_EQ(sut.apply(square, round), round * round);
+    EXPECT_EQ(sut.apply(sleep_ms, 5), 5);  // longer than the caller reads: the handler answers
+  }
+  EXPECT_EQ(sut.worker_pids().size(), 2u);
 }
 
 TEST_P(PoolTest, ImapYieldsInOrderAndImapUnorderedYieldsEverything) {

@@ -30,8 +30,6 @@ struct ExecutorOptions {
 namespace detail {
 template <class R>
 struct FutureState : ResultState<R> {
-  std::weak_ptr<PoolCore> core;
-  const JobBase* job = nullptr;
   std::atomic<bool> cancelled{false};
 };
 }  // namespace detail
@@ -101,6 +99,7 @@ class Future {
     return s_->done ? s_->error : nullptr;
   }
   void wait_done(std::optional<seconds> timeout, const char* call) const {
+    s_->tend(timeout);
     std::unique_lock lock(s_->mu);
     if (!detail::wait_for(s_->cv, lock, timeout, [&] { return s_->done; }, call))
       throw TimeoutError("the future was not done within the timeout");

@@ -87,6 +87,7 @@ class AsyncResult {
     return take();
   }
   void wait() const {
+    s_->tend(std::nullopt);
     std::unique_lock lock(s_->mu);
     s_->cv.wait(lock, [&] { return s_->done; });
   }
@@ -106,6 +107,7 @@ class AsyncResult {
  private:
   friend class Pool;
   bool wait_for(seconds timeout, const char* call) const {
+    s_->tend(timeout);
     std::unique_lock lock(s_->mu);
     return detail::wait_for(s_->cv, lock, timeout, [&] { return s_->done; }, call);
   }

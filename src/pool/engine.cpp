@@ -123,5 +123,6 @@ void PoolCore::join() { impl_->join(); }
 int PoolCore::processes() const noexcept { return impl_->processes(); }
 std::vector<int> PoolCore::worker_pids() const { return impl_->worker_pids(); }
 std::string PoolCore::take_buffer() { return impl_->take_buffer(); }
+void PoolCore::tend(const JobBase* job) { impl_->tend(job); }
 
 }  // namespace mproc::detail

@@ -1,8 +1,8 @@
 // The pool engine: workers with one connection each, a handler thread that dispatches chunks,
 // reads results, and replaces workers that die. One connection per worker is what lets a crash
 // fail exactly the task that worker held (Python's shared queues cannot tell, so Pool.map hangs).
-#include <poll.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -49,6 +49,8 @@ std::uint64_t chunk_id(const Chunk& c) {
   return id;
 }
 constexpr int kInitDeaths = 3;  // see handle_exit
+// How long a caller waiting for a lone task's answer reads for it itself (LocalEngine::tend).
+constexpr auto kTendFor = std::chrono::microseconds(50);
 
 // Buffers of answered chunks kept for the next chunks (take_buffer): freed, the large ones made
 // glibc trim the heap after every map and fault every page in again for the next one. One
@@ -196,6 +198,17 @@ class HeldReplies {
   std::chrono::steady_clock::time_point first_;
 };
 
+// After the answer of a lone task (kChunkLone) a worker looks for its next chunk for a moment
+// before it sleeps: a caller that waits for each answer before it sends the next task sends it
+// within microseconds, and waking a sleeping process on an idle CPU costs 10-50 us in a VM.
+// Not after other chunks: the pool's own dispatch needs that CPU more (apply_async's rate).
+constexpr auto kLookFor = std::chrono::microseconds(50);
+void look_for_next_chunk(const Connection& conn) {
+  auto until = std::chrono::steady_clock::now() + kLookFor;
+  while (!conn.poll(seconds(0)) && std::chrono::steady_clock::now() < until) {
+  }
+}
+
 }  // namespace
 
 void pool_worker_main(Connection conn, WorkerSetup setup) {
@@ -204,6 +217,7 @@ void pool_worker_main(Connection conn, WorkerSetup setup) {
   Mailbox box{setup.mailbox.data()};
   HeldReplies held(box);
   std::int64_t done = 0;
+  bool look = false;  // the last chunk was lone: the next may come at once
   // One reply buffer for the worker's life: a fresh one per chunk made the heap grow and shrink
   // by the size of every large result (each page faulted in again). A huge one is kept while
   // huge results keep coming (fresh memory costs a fault and a zeroing per page, more than the
@@ -237,6 +251,7 @@ void pool_worker_main(Connection conn, WorkerSetup setup) {
     auto in_place = ConnectionAccess::peek_buffered(conn);
     Buffer received;
     if (!in_place) {
+      if (look) look_for_next_chunk(conn);
       try {
         received = conn.recv_buffer();
       } catch (const EOFError&) {
@@ -246,7 +261,8 @@ void pool_worker_main(Connection conn, WorkerSetup setup) {
     std::span<const std::byte> msg = in_place ? *in_place : received.span();
     if (msg.size() < kChunkHeader) throw ProtocolError("a pool message shorter than its header");
     auto flags = static_cast<std::uint8_t>(msg.data()[8]);
-    auto kind = static_cast<ChunkKind>(flags & ~kChunkShort);
+    auto kind = static_cast<ChunkKind>(flags & ~(kChunkShort | kChunkLone));
+    look = flags & kChunkLone;
     auto now = std::chrono::steady_clock::now();
     // Answers wait behind this chunk only if the pool expects it to be short.
     if (!(flags & kChunkShort) || !held.may_wait(now)) held.flush(conn);
@@ -312,13 +328,16 @@ struct LocalEngine final : QueueEngine {
 
   PoolConfig cfg;
   os::Fd wake_fd;
+  os::Fd epoll_fd;  // wake_fd and every worker's connection: the handler's wait (see tend)
   std::vector<std::unique_ptr<Worker>> workers;  // the handler thread's after the constructor
   std::vector<std::vector<Chunk>> batches;  // dispatch's, one per worker: kept for their memory
   std::vector<std::size_t> batch_bytes;     // dispatch's
   std::vector<std::string_view> frames;     // send_batch's
-  std::vector<pollfd> pollfds;              // prepare_poll's, for read_ready
+  std::vector<epoll_event> events;          // run's, for read_ready
   std::vector<Chunk> direct;                // send_now's
-  std::mutex io_mu;  // the workers and their connections: the handler's, but for send_now
+  std::mutex io_mu;  // the workers and their connections: the handler's, but for send_now and tend
+  std::atomic<const JobBase*> lone{nullptr};  // the job of send_now's last task: tend's quick check
+  std::uint64_t tends = 0;  // under io_mu: how often a caller read a worker (see read_ready)
   std::atomic<int> live_workers{0};
   std::vector<int> pids;  // snapshot for worker_pids(), under mu
   std::vector<std::string> spare;  // under mu: see kSpareBytes
@@ -355,15 +374,28 @@ struct LocalEngine final : QueueEngine {
       init.bytes[8] = static_cast<char>(ChunkKind::init);
       w->push(std::move(init));
     }
+    watch(*w, EPOLLIN, EPOLL_CTL_ADD);
     workers.push_back(std::move(w));
   }
+
+  // What the handler's epoll_wait wakes for on w's connection: EPOLLIN, or nothing while a
+  // caller reads it (tend). Changed with EPOLL_CTL_MOD, this takes effect in a wait under way.
+  void watch(Worker& w, std::uint32_t what, int op = EPOLL_CTL_MOD) {
+    epoll_event ev{};
+    ev.events = what;
+    ev.data.ptr = &w;
+    if (::epoll_ctl(epoll_fd.get(), op, w.conn.fileno(), &ev) != 0) os::throw_errno("epoll_ctl for a pool worker");
+  }
+  // Before w's connection closes: under fork a worker's children hold copies of it, which would
+  // keep it in the epoll set, pointing at a Worker that is gone.
+  void unwatch(Worker& w) { ::epoll_ctl(epoll_fd.get(), EPOLL_CTL_DEL, w.conn.fileno(), nullptr); }
 
   // Hands the batch to w in one system call. When w is already gone (EOFError: it died, e.g. of
   // a chunk before these), the chunks stay in its inflight and handle_exit, reading w's mailbox,
   // sends them elsewhere when w's end of the connection is read. (A chunk must never be lost
   // with a failed send: that made the caller wait forever.)
-  void send_batch(Worker& w, std::vector<Chunk>& batch) {
-    const std::uint8_t kind = static_cast<std::uint8_t>(ChunkKind::task) | (w.chunk_us < kShortUs ? kChunkShort : 0);
+  void send_batch(Worker& w, std::vector<Chunk>& batch, std::uint8_t flags = 0) {
+    const std::uint8_t kind = static_cast<std::uint8_t>(ChunkKind::task) | (w.chunk_us < kShortUs ? kChunkShort : 0) | flags;
     for (auto& c : batch) {
       std::uint64_t id = next_id++;
       std::memcpy(c.bytes.data(), &id, 8);
@@ -467,6 +499,7 @@ struct LocalEngine final : QueueEngine {
     std::deque<Chunk> held;
     held.swap(w.inflight);
     bool timed_out = w.timed_out;
+    unwatch(w);
     workers.erase(workers.begin() + static_cast<std::ptrdiff_t>(i));
     --live_workers;
     if (held.empty()) return;  // retired after maxtasksperchild, or stopped
@@ -535,8 +568,8 @@ struct LocalEngine final : QueueEngine {
     for (auto it = requeue.rbegin(); it != requeue.rend(); ++it) queue.push_front(std::move(*it));
   }
 
-  // The handler's loop. It holds io_mu except while it waits in poll(), so that a caller can
-  // hand a task straight to an idle worker meanwhile (send_now).
+  // The handler's loop. It holds io_mu except while it waits in epoll_wait(), so that a caller
+  // can hand a task straight to an idle worker meanwhile (send_now), and read its answer (tend).
   void run() {
     std::unique_lock io(io_mu);
     for (;;) {
@@ -549,14 +582,50 @@ struct LocalEngine final : QueueEngine {
       if (stop) break;
       maintain();
       dispatch();
-      int timeout_ms = prepare_poll();
+      int timeout_ms = check_timeouts();
+      events.resize(workers.size() + 1);
+      const std::uint64_t tends_before = tends;
       io.unlock();
-      int r = os::retry([&] { return ::poll(pollfds.data(), pollfds.size(), timeout_ms); });
+      int r = os::retry([&] { return ::epoll_wait(epoll_fd.get(), events.data(), static_cast<int>(events.size()), timeout_ms); });
       io.lock();
-      if (r < 0) os::throw_errno("poll in the pool");
-      read_ready();
+      if (r < 0) os::throw_errno("epoll_wait in the pool");
+      events.resize(static_cast<std::size_t>(r));
+      read_ready(tends != tends_before);
     }
     shutdown();
+  }
+
+  // The caller waiting for the answer of a lone task (send_now's, no other chunk in the pool)
+  // reads it itself, for a moment (kTendFor), while the handler sleeps on: the answer then
+  // wakes one thread, not the handler and then the caller (apply's latency). The handler stops
+  // watching that worker meanwhile (an epoll_ctl, not a wake-up), and watches it again after.
+  void tend(const JobBase* job) override {
+    if (lone.load(std::memory_order_relaxed) != job || cfg.task_timeout > 0 ||
+        std::this_thread::get_id() == handler.get_id())
+      return;
+    std::unique_lock io(io_mu, std::try_to_lock);
+    if (!io) return;  // the handler is at work: it reads the answer soon enough
+    {
+      std::lock_guard lock(mu);
+      if (!queue.empty() || terminating) return;
+    }
+    Worker* mine = nullptr;
+    for (auto& w : workers) {
+      if (w->inflight.empty()) continue;
+      if (mine || w->inflight.size() != 1 || w->inflight.front().job.get() != job) return;
+      mine = w.get();
+    }
+    if (!mine) return;
+    ++tends;
+    watch(*mine, 0);
+    auto until = Clock::now() + kTendFor;
+    bool ready;
+    while (!(ready = mine->conn.poll(seconds(0))) && Clock::now() < until) {
+    }
+    // A worker found dead is left to the handler (its end stays readable, at EOF), so that its
+    // exit, and the other jobs that may fail of it, are handled on the pool's thread as always.
+    if (ready) read_answers(*mine);
+    watch(*mine, EPOLLIN);  // level-triggered: an answer or an EOF that came meanwhile wakes the handler
   }
 
   // A lone task goes to an idle worker from the caller's thread, when nothing is queued before
@@ -574,9 +643,10 @@ struct LocalEngine final : QueueEngine {
     if (std::any_of(workers.begin(), workers.end(), [](auto& w) { return !w->inflight.empty(); })) return false;
     for (auto& w : workers) {
       if (!accepts(*w, 0)) continue;
+      lone.store(c.job.get(), std::memory_order_relaxed);
       direct.clear();
       direct.push_back(std::move(c));
-      send_batch(*w, direct);
+      send_batch(*w, direct, kChunkLone);
       return true;
     }
     return false;
@@ -644,13 +714,9 @@ struct LocalEngine final : QueueEngine {
       if (!batches[i].empty()) send_batch(*workers[i], batches[i]);
   }
 
-  // The descriptors to wait on, and how long (the nearest task_timeout; -1: no limit). Kills
-  // the workers whose task is past it.
-  int prepare_poll() {
-    auto& p = pollfds;
-    p.clear();
-    p.push_back({wake_fd.get(), POLLIN, 0});
-    for (auto& w : workers) p.push_back({w->conn.fileno(), POLLIN, 0});
+  // How long to wait (the nearest task_timeout; -1: no limit). Kills the workers whose task is
+  // past it.
+  int check_timeouts() {
     int timeout_ms = -1;
     if (cfg.task_timeout > 0) {
       auto now = Clock::now();
@@ -676,41 +742,55 @@ struct LocalEngine final : QueueEngine {
     return timeout_ms;
   }
 
-  void read_ready() {
-    auto& p = pollfds;
-    if (p[0].revents) {
-      std::uint64_t v;
-      (void)!::read(wake_fd.get(), &v, sizeof v);
-    }
-    // Read every worker that has something; collect the dead ones, then remove them.
-    std::vector<std::size_t> dead;
-    for (std::size_t i = 0; i < workers.size(); ++i) {
-      if (!p[i + 1].revents) continue;
-      Worker& w = *workers[i];
-      const Clock::time_point since = w.running_since;
-      std::size_t answers = 0;
-      try {
-        // Every answer already read ahead; the next poll() wakes for the rest.
-        do {
-          if (auto answer = ConnectionAccess::peek_buffered(w.conn)) {  // read ahead: no copy
-            handle_reply(w, answer->data(), answer->size());
-            ConnectionAccess::consume_buffered(w.conn);
-          } else {
-            handle_reply(w, w.conn.recv_buffer());
-          }
-          ++answers;
-        } while (ConnectionAccess::frame_buffered(w.conn));
-        w.running_since = Clock::now();  // of the chunk now at the front, near enough
-        measure(w, since, answers);
-      } catch (const EOFError&) {
-        dead.push_back(i);
-      } catch (const std::exception&) {  // garbage from a worker: it cannot be trusted further
-        w.proc.kill();
-        dead.push_back(i);
+  // After epoll_wait: every worker it named is read. When a caller read a worker meanwhile
+  // (tend), what the wait saw may be gone: those are looked at again, and skipped if idle.
+  void read_ready(bool recheck) {
+    std::vector<Worker*> dead;
+    for (const epoll_event& ev : events) {
+      auto* w = static_cast<Worker*>(ev.data.ptr);
+      if (!w) {
+        std::uint64_t v;
+        (void)!::read(wake_fd.get(), &v, sizeof v);
+        continue;
       }
+      if (recheck && (std::none_of(workers.begin(), workers.end(), [&](auto& p) { return p.get() == w; }) ||
+                      !w->conn.poll(seconds(0))))
+        continue;
+      if (!read_answers(*w)) dead.push_back(w);
     }
-    for (auto it = dead.rbegin(); it != dead.rend(); ++it) handle_exit(*it);
+    // Removed last: the events name workers by address.
+    for (Worker* w : dead) {
+      auto at = std::find_if(workers.begin(), workers.end(), [&](auto& p) { return p.get() == w; });
+      handle_exit(static_cast<std::size_t>(at - workers.begin()));
+    }
     if (!dead.empty()) update_pids();
+  }
+
+  // Every answer w has sent (it blocks for the first; the caller knows one is there). False when
+  // w is gone: its end closed, or it sent garbage and cannot be trusted further (killed).
+  bool read_answers(Worker& w) {
+    const Clock::time_point since = w.running_since;
+    std::size_t answers = 0;
+    try {
+      // Every answer already read ahead; the next wait wakes for the rest.
+      do {
+        if (auto answer = ConnectionAccess::peek_buffered(w.conn)) {  // read ahead: no copy
+          handle_reply(w, answer->data(), answer->size());
+          ConnectionAccess::consume_buffered(w.conn);
+        } else {
+          handle_reply(w, w.conn.recv_buffer());
+        }
+        ++answers;
+      } while (ConnectionAccess::frame_buffered(w.conn));
+      w.running_since = Clock::now();  // of the chunk now at the front, near enough
+      measure(w, since, answers);
+      return true;
+    } catch (const EOFError&) {
+      return false;
+    } catch (const std::exception&) {
+      w.proc.kill();
+      return false;
+    }
   }
 
   void shutdown() {
@@ -735,6 +815,7 @@ struct LocalEngine final : QueueEngine {
         if (!kill_now) w->conn.send_bytes(std::string_view(stop, sizeof stop));
       } catch (...) {
       }
+      unwatch(*w);
       w->conn.close();
     }
     for (auto& w : workers) {
@@ -763,6 +844,12 @@ struct LocalEngine final : QueueEngine {
     if (cfg.initializer) initializer = std::make_shared<const Task>(*cfg.initializer);
     wake_fd.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
     if (!wake_fd) os::throw_errno("eventfd for the pool");
+    epoll_fd.reset(::epoll_create1(EPOLL_CLOEXEC));
+    if (!epoll_fd) os::throw_errno("epoll_create1 for the pool");
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = nullptr;  // the wake-up
+    if (::epoll_ctl(epoll_fd.get(), EPOLL_CTL_ADD, wake_fd.get(), &ev) != 0) os::throw_errno("epoll_ctl for the pool");
     // The first workers start here, on the caller's thread (as Python does), before the handler
     // thread exists: a fork then happens in a process with no thread of ours.
     maintain();

@@ -187,6 +187,8 @@ AsyncResult<R> Pool::apply_async(Callbacks<R> callbacks, F&& f, Args&&... args) 
   state->callback = std::move(callbacks.callback);
   state->error_callback = std::move(callbacks.error_callback);
   auto job = std::make_shared<detail::ApplyJob<R>>(state);
+  state->core = core_;
+  state->job = job.get();
   std::vector<detail::Chunk> chunks;
   chunks.push_back(detail::make_call_chunk<Fn, std::decay_t<Args>...>(*core_, job, f, args...));
   core_->submit(std::move(chunks));
