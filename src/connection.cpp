@@ -14,6 +14,7 @@
 #include <cstring>
 #include <deque>
 #include <limits>
+#include <optional>
 #include <thread>
 
 #include "connection_access.hpp"
@@ -146,17 +147,19 @@ constexpr std::size_t kMaxFdsPerRead = 8;
 // The threshold a new Connection starts with: MPROC_SHM_THRESHOLD (bytes, or "off") when set,
 // read once; so a program can tune the Pool's channels, which it never sees, and children
 // inherit the setting with their environment.
-std::size_t default_shm_threshold() {
-  static const std::size_t value = [] {
+std::optional<std::size_t> threshold_from_environment() {
+  static const std::optional<std::size_t> value = []() -> std::optional<std::size_t> {
     const char* e = std::getenv("MPROC_SHM_THRESHOLD");
-    if (!e || !*e) return Connection::kSharedMemoryThreshold;
+    if (!e || !*e) return std::nullopt;
     if (std::strcmp(e, "off") == 0) return std::numeric_limits<std::size_t>::max();
     char* end = nullptr;
     unsigned long long v = std::strtoull(e, &end, 10);
-    return *end ? Connection::kSharedMemoryThreshold : static_cast<std::size_t>(v);
+    if (*end) return std::nullopt;
+    return static_cast<std::size_t>(v);
   }();
   return value;
 }
+std::size_t default_shm_threshold() { return threshold_from_environment().value_or(Connection::kSharedMemoryThreshold); }
 
 struct ConnectionImpl {
   os::Fd fd;
@@ -549,6 +552,10 @@ void detail::ConnectionAccess::consume_buffered(Connection& conn) {
   std::memcpy(&h, c.rbuf.data() + c.rbeg, sizeof h);
   c.rbeg += kFrameHeaderSize + h.length;
   c.end_frame();
+}
+
+void detail::ConnectionAccess::default_shm_threshold(Connection& conn, std::size_t bytes) {
+  if (!threshold_from_environment()) conn.set_shared_memory_threshold(bytes);
 }
 
 bool detail::ConnectionAccess::frame_buffered(const Connection& conn) {

@@ -23,6 +23,9 @@ struct ConnectionAccess {
   /// An empty optional when the frame is not there (use recv_buffer).
   static std::optional<std::span<const std::byte>> peek_buffered(Connection& c);
   static void consume_buffered(Connection& c);
+  /// Sets c's shared-memory threshold to bytes, unless MPROC_SHM_THRESHOLD chose one for every
+  /// connection (the program's word wins over the pool's default).
+  static void default_shm_threshold(Connection& c, std::size_t bytes);
 };
 
 }  // namespace mproc::detail

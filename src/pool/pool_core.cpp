@@ -42,6 +42,11 @@ constexpr double kUnknownUs = 1000, kShortUs = 50;
 // may itself be blocked sending a large result the handler is not reading. Only an idle worker
 // (reading, not writing) gets a large chunk.
 constexpr std::size_t kPipelineMax = 64 * 1024;
+// Chunks and answers from this size on travel in shared memory (slabs, see
+// docs/design/large-messages.md) rather than through the socket: for Python's default chunksize
+// over 1e6 numbers (about 1 MB a chunk) a socket's 200 KiB buffer took a dozen wake-ups of each
+// side per chunk; the slab takes one copy and one small frame. Connections elsewhere keep 1 MiB.
+constexpr std::size_t kChunkShmThreshold = 256 * 1024;
 
 std::uint64_t chunk_id(const Chunk& c) {
   std::uint64_t id;
@@ -355,6 +360,8 @@ struct LocalEngine final : QueueEngine {
 
   void start_worker() {
     auto [parent_end, child_end] = Pipe();
+    ConnectionAccess::default_shm_threshold(parent_end, kChunkShmThreshold);
+    ConnectionAccess::default_shm_threshold(child_end, kChunkShmThreshold);
     WorkerSetup setup;
     setup.maxtasks = cfg.maxtasksperchild;
     setup.limits = cfg.limits;
