@@ -116,6 +116,25 @@ TEST_P(ExecutorTest, AsCompletedYieldsEveryFutureOnceAndWaitSplitsDoneFromNotDon
   EXPECT_THROW(not_done[0].result(30s), mproc::Error);
 }
 
+// Python's timeout bounds the whole iteration, from the call: each of 4 tasks of 300 ms on 2
+// workers would finish within 400 ms of the one before, but the last two not within 400 ms of
+// the call.
+TEST_P(ExecutorTest, AsCompletedTimeoutCountsFromTheCallNotFromEachFuture) {
+  mproc::ProcessPoolExecutor sut(opts(2));
+  std::vector<mproc::Future<int>> fs;
+  for (int i = 0; i < 4; ++i) fs.push_back(sut.submit(sleep_ms, 300));
+  mproc::AsCompleted<int> it(fs, 0.4s);
+  std::size_t yielded = 0;
+  try {
+    while (it.next()) ++yielded;
+    FAIL() << "every future came within the timeout";
+  } catch (const mproc::TimeoutError& e) {
+    EXPECT_LT(yielded, 3u);
+    EXPECT_NE(std::string(e.what()).find("(of 4) futures unfinished"), std::string::npos) << e.what();
+  }
+  for (auto& f : fs) EXPECT_EQ(f.result(30s), 300);
+}
+
 TEST_P(ExecutorTest, CancelRemovesAQueuedTask) {
   mproc::ProcessPoolExecutor sut(opts(1));
   auto busy = sut.submit(sleep_ms, 500);

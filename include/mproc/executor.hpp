@@ -2,8 +2,10 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "mproc/detail/timeout.hpp"
@@ -204,7 +206,8 @@ DoneAndNotDone<R> wait(const std::vector<Future<R>>& fs, std::optional<seconds> 
 }
 
 /// Python: concurrent.futures.as_completed(fs, timeout): the futures as they finish. Throws
-/// TimeoutError when the next one does not finish in time.
+/// TimeoutError when a future is still unfinished `timeout` after the call (the whole iteration's
+/// bound, as Python's, not each future's).
 template <class R>
 std::vector<Future<R>> as_completed(const std::vector<Future<R>>& fs, std::optional<seconds> timeout = std::nullopt);
 
@@ -213,7 +216,9 @@ template <class R>
 class AsCompleted {
  public:
   explicit AsCompleted(std::vector<Future<R>> fs, std::optional<seconds> timeout = std::nullopt)
-      : fs_(std::move(fs)), w_(std::make_shared<detail::Waiter>()), timeout_(timeout) {
+      : fs_(std::move(fs)), w_(std::make_shared<detail::Waiter>()) {
+    if (double s = detail::wait_seconds(timeout, "as_completed"); s >= 0)
+      deadline_ = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(seconds(s));
     for (std::size_t i = 0; i < fs_.size(); ++i) {
       auto w = w_;
       fs_[i].add_done_callback([w, i](Future<R>) {
@@ -230,8 +235,11 @@ class AsCompleted {
     if (yielded_ == fs_.size()) return std::nullopt;
     std::unique_lock lock(w_->mu);
     auto ready = [&] { return w_->order.size() > yielded_; };
-    if (!detail::wait_for(w_->cv, lock, timeout_, ready, "as_completed"))
-      throw TimeoutError("a future did not finish within the timeout");
+    std::optional<seconds> left;
+    if (deadline_) left = *deadline_ - std::chrono::steady_clock::now();  // negative: no wait
+    if (!detail::wait_for(w_->cv, lock, left, ready, "as_completed"))
+      throw TimeoutError(std::to_string(fs_.size() - yielded_) + " (of " + std::to_string(fs_.size()) +
+                         ") futures unfinished within as_completed's timeout");
     return fs_[w_->order[yielded_++]];
   }
 
@@ -259,7 +267,7 @@ class AsCompleted {
  private:
   std::vector<Future<R>> fs_;
   std::shared_ptr<detail::Waiter> w_;
-  std::optional<seconds> timeout_;
+  std::optional<std::chrono::steady_clock::time_point> deadline_;  // none: no timeout
   std::size_t yielded_ = 0;
 };
 
