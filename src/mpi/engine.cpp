@@ -70,7 +70,6 @@ class MpiEngine final : public QueueEngine {
     return p;
   }
 
-  std::string take_buffer() override { return {}; }
 
  private:
   struct Sent {
@@ -318,7 +317,9 @@ class MpiEngine final : public QueueEngine {
   }
 
   bool receive() {
-    bool any = sends_.test();
+    bool any = sends_.test(&sent_);
+    for (auto& b : sent_) spares.put(std::move(b));  // MPI is done with them: the next chunks' memory
+    sent_.clear();
     for (auto& r : ranks_) {
       std::size_t answers_before = r.inflight.size();
       auto since = r.running_since;
@@ -389,6 +390,7 @@ class MpiEngine final : public QueueEngine {
   std::vector<Rank> ranks_;
   std::vector<Chunk> too_large_;  // dispatch's
   Sends sends_;
+  std::vector<std::string> sent_;  // receive()'s: buffers of finished sends
   std::uint64_t next_id_ = 1;
 
   std::condition_variable cv_;  // with mu: wake() sets woken_

@@ -176,13 +176,14 @@ void Sends::start(MPI_Comm comm, int dest, int tag, std::string bytes) {
   }
 }
 
-bool Sends::test() {
+bool Sends::test(std::vector<std::string>* finished) {
   if (pending_.empty()) return false;
   auto l = lock();
   std::size_t before = pending_.size();
-  std::erase_if(pending_, [](Pending& p) {
+  std::erase_if(pending_, [&](Pending& p) {
     int done = 0;
     MPI_Test(&p.request, &done, MPI_STATUS_IGNORE);
+    if (done && finished) finished->push_back(std::move(p.bytes));
     return done != 0;
   });
   return pending_.size() != before;

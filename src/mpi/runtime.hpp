@@ -50,8 +50,8 @@ class Sends {
   Sends& operator=(const Sends&) = delete;
   ~Sends();
   void start(MPI_Comm comm, int dest, int tag, std::string bytes);
-  /// Forgets the finished ones; true when any finished.
-  bool test();
+  /// Forgets the finished ones (their buffers go to *finished, if given); true when any finished.
+  bool test(std::vector<std::string>* finished = nullptr);
   /// Until every send has finished (polling: never blocks other MPI users).
   void wait();
   bool empty() const noexcept { return pending_.empty(); }

@@ -89,6 +89,24 @@ void QueueEngine::set_broken(std::exception_ptr e) {
   for (auto& c : pending) fail(c, e);
 }
 
+void SpareBuffers::put(std::string&& bytes) {
+  if (bytes.capacity() < kMin) return;
+  std::lock_guard lock(mu_);
+  if (spare_.size() >= kCount) return;
+  if (bytes_ + bytes.capacity() > kBytes && (!spare_.empty() || bytes.size() <= kBytes)) return;
+  bytes_ += bytes.capacity();
+  spare_.push_back(std::move(bytes));
+}
+
+std::string SpareBuffers::take() {
+  std::lock_guard lock(mu_);
+  if (spare_.empty()) return {};
+  std::string b = std::move(spare_.back());
+  spare_.pop_back();
+  bytes_ -= b.capacity();
+  return b;
+}
+
 std::string describe_exit(int code) {
   if (code >= 0) return "exited with code " + std::to_string(code);
   std::string s = "killed by signal " + std::to_string(-code);

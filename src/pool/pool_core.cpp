@@ -40,8 +40,11 @@ constexpr double kUnknownUs = 1000, kShortUs = 50;
 // Chunks wait in the socket behind a running one only while they surely fit in the socket's
 // buffer: a larger send would block the handler until that worker finishes, while the worker
 // may itself be blocked sending a large result the handler is not reading. Only an idle worker
-// (reading, not writing) gets a large chunk.
+// (reading, not writing) gets a large chunk. A chunk that travels in shared memory puts only a
+// small frame in the socket (kSlabFrameBytes, counted high), so it may wait behind another: the
+// worker finds it there when it finishes, instead of a round trip through the pool later.
 constexpr std::size_t kPipelineMax = 64 * 1024;
+constexpr std::size_t kSlabFrameBytes = 256;
 // Chunks and answers from this size on travel in shared memory (slabs, see
 // docs/design/large-messages.md) rather than through the socket: for Python's default chunksize
 // over 1e6 numbers (about 1 MB a chunk) a socket's 200 KiB buffer took a dozen wake-ups of each
@@ -57,12 +60,6 @@ constexpr int kInitDeaths = 3;  // see handle_exit
 // How long a caller waiting for a lone task's answer reads for it itself (LocalEngine::tend).
 constexpr auto kTendFor = std::chrono::microseconds(50);
 
-// Buffers of answered chunks kept for the next chunks (take_buffer): freed, the large ones made
-// glibc trim the heap after every map and fault every page in again for the next one. One
-// buffer over the budget is kept alone, while chunks that large keep coming (apply of a 256 MiB
-// argument in a loop: fresh memory costs a fault and a zeroing per page), and let go when a
-// smaller chunk has used it.
-constexpr std::size_t kSpareMin = 64 * 1024, kSpareBytes = 64u << 20, kSpareCount = 64;
 
 std::string method_title(const std::optional<Context>& ctx) {
   std::string m = ctx ? ctx->get_start_method() : get_start_method();
@@ -318,15 +315,19 @@ struct LocalEngine final : QueueEngine {
       double d = static_cast<double>(kMinDepth) + kHideUs / std::max(chunk_us, 0.1);
       return static_cast<std::size_t>(std::min(d, static_cast<double>(kMaxDepth)));
     }
+    /// What c puts in the socket while it waits there: its bytes, or a frame naming its slab.
+    std::size_t in_socket(const Chunk& c) const {
+      return c.bytes.size() >= conn.shared_memory_threshold() ? kSlabFrameBytes : c.bytes.size();
+    }
     void push(Chunk c) {
       if (inflight.empty()) running_since = Clock::now();
-      else waiting_bytes += c.bytes.size();
+      else waiting_bytes += in_socket(c);
       inflight.push_back(std::move(c));
     }
     Chunk pop() {
       Chunk c = std::move(inflight.front());
       inflight.pop_front();
-      if (!inflight.empty()) waiting_bytes -= inflight.front().bytes.size();
+      if (!inflight.empty()) waiting_bytes -= in_socket(inflight.front());
       return c;
     }
   };
@@ -345,8 +346,6 @@ struct LocalEngine final : QueueEngine {
   std::uint64_t tends = 0;  // under io_mu: how often a caller read a worker (see read_ready)
   std::atomic<int> live_workers{0};
   std::vector<int> pids;  // snapshot for worker_pids(), under mu
-  std::vector<std::string> spare;  // under mu: see kSpareBytes
-  std::size_t spare_bytes = 0;
   std::uint64_t next_id = 1;
   int worker_counter = 0;
   std::string title;
@@ -433,7 +432,7 @@ struct LocalEngine final : QueueEngine {
     if (size < kChunkHeader || w.inflight.empty() || std::memcmp(msg, w.inflight.front().bytes.data(), 8) != 0)
       throw ProtocolError("a pool worker answered a task it was not given");
     Chunk c = w.pop();
-    recycle(std::move(c.bytes));  // answered: its bytes are not sent again
+    spares.put(std::move(c.bytes));  // answered: its bytes are not sent again
     const std::byte* data = msg + kChunkHeader;
     std::size_t n = size - kChunkHeader;
     if (msg[8] == std::byte{1}) {
@@ -467,15 +466,6 @@ struct LocalEngine final : QueueEngine {
     if (answers == 0) return;
     double us = std::chrono::duration<double, std::micro>(w.running_since - since).count() / static_cast<double>(answers);
     w.chunk_us += (us - w.chunk_us) * 0.5;
-  }
-
-  void recycle(std::string&& bytes) {
-    if (bytes.capacity() < kSpareMin) return;
-    std::lock_guard lock(mu);
-    if (spare.size() >= kSpareCount) return;
-    if (spare_bytes + bytes.capacity() > kSpareBytes && (!spare.empty() || bytes.size() <= kSpareBytes)) return;
-    spare_bytes += bytes.capacity();
-    spare.push_back(std::move(bytes));
   }
 
   // The answers a dead worker held back (see Mailbox): those of chunks still in flight count as
@@ -707,7 +697,7 @@ struct LocalEngine final : QueueEngine {
           Worker& w = *workers[i];
           auto& batch = batches[i];
           if (!accepts(w, batch.size())) continue;
-          std::size_t size = queue.front().bytes.size();
+          std::size_t size = w.in_socket(queue.front());
           bool idle = w.inflight.empty() && batch.empty();
           if (!idle && w.waiting_bytes + batch_bytes[i] + size > kPipelineMax) continue;
           if (!idle) batch_bytes[i] += size;  // as Worker::waiting_bytes counts
@@ -880,15 +870,6 @@ struct LocalEngine final : QueueEngine {
   void submit(std::vector<Chunk> chunks) override {
     if (chunks.size() == 1 && send_now(chunks.front())) return;
     QueueEngine::submit(std::move(chunks));
-  }
-
-  std::string take_buffer() override {
-    std::lock_guard lock(mu);
-    if (spare.empty()) return {};
-    std::string b = std::move(spare.back());
-    spare.pop_back();
-    spare_bytes -= b.capacity();
-    return b;
   }
 
   int processes() const noexcept override { return cfg.processes; }

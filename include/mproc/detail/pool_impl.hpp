@@ -226,6 +226,7 @@ AsyncResult<std::vector<R>> Pool::map_impl(F&& f, In&& items, std::optional<std:
     // Chunks go to the pool a batch at a time, so that the workers start on the first ones while
     // the rest are written. If writing one fails, the job's chunks not yet started are withdrawn.
     constexpr std::size_t kSubmitBatch = 256;
+    std::size_t last_bytes = 0;  // the chunk before's size: a guess at this one's (strings, vectors)
     std::vector<detail::Chunk> chunks;
     chunks.reserve(std::min(firsts.size(), kSubmitBatch));
     try {
@@ -236,8 +237,10 @@ AsyncResult<std::vector<R>> Pool::map_impl(F&& f, In&& items, std::optional<std:
           detail::save_target(ar, fn);
           detail::save_range_items(ar, input, firsts[i], count);
         };
-        const bool large = count * sizeof(T) >= 16 * 1024;  // worth a buffer kept from earlier maps
+        // Worth a buffer kept from earlier chunks (a fresh one faults every page in)?
+        const bool large = std::max(count * sizeof(T), last_bytes) >= 16 * 1024;
         chunks.push_back(detail::make_chunk(job, i, firsts[i], count, save, large ? core_->take_buffer() : std::string()));
+        last_bytes = chunks.back().bytes.size();
         if (chunks.size() == kSubmitBatch || i + 1 == firsts.size()) {
           core_->submit(std::exchange(chunks, {}));
           chunks.reserve(kSubmitBatch);
