@@ -50,6 +50,14 @@ int exit_on_five(int x) {
   return x;
 }
 int my_pid(int) { return ::getpid(); }
+// Size and first and last bytes: enough to tell each of a map's large strings from the others.
+std::string string_tag(const std::string& s) {
+  return std::to_string(s.size()) + ":" + (s.empty() ? std::string() : std::string{s.front(), s.back()});
+}
+std::size_t slow_size(const std::string& s) {
+  ::usleep(50'000);
+  return s.size();
+}
 int sleep_ms(int ms) {
   ::usleep(static_cast<useconds_t>(ms) * 1000);
   return ms;
@@ -146,6 +154,34 @@ TEST_P(PoolTest, MapWithChunksLargerThanSocketBuffersCompletes) {
   EXPECT_EQ(out.back(), 3L * 1'999'999);
   auto strings = sut.map([](int x) { return std::string(300'000, static_cast<char>('a' + x)); }, std::views::iota(0, 8), 2);
   EXPECT_EQ(strings[7], std::string(300'000, 'h'));
+}
+
+// More chunks than the pool queues unsent (16 MiB): the map writes them as they go out, and
+// every result comes back in its place.
+TEST_P(PoolTest, AMapOfMoreMegabyteStringsThanThePoolQueuesComesBackWhole) {
+  mproc::Pool sut(opts());
+  std::vector<std::string> in;
+  for (int i = 0; i < 48; ++i) in.push_back(std::string((1 << 20) + i, static_cast<char>('a' + i % 26)));
+  auto out = sut.map(string_tag, in, 1);
+  ASSERT_EQ(out.size(), in.size());
+  for (int i = 0; i < 48; ++i) EXPECT_EQ(out[i], string_tag(in[i])) << i;
+}
+
+// A map whose writer waits for the pool to take its chunks ends when another thread terminates
+// the pool: TimeoutError or the pool's error, never a hang.
+TEST_P(PoolTest, TerminateWhileAMapWaitsToWriteMoreChunksEndsThatMap) {
+  mproc::Pool sut(opts(1));
+  std::vector<std::string> in(64, std::string(1 << 20, 'x'));
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(200ms);
+    sut.terminate();
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(sut.map(slow_size, in, 1), mproc::Error);
+  stopper.join();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s);
+  sut.join();
+  EXPECT_TRUE(sut.worker_pids().empty());
 }
 
 TEST_P(PoolTest, MapTakesAnyRangeAndNonTrivialTypes) {

@@ -215,15 +215,13 @@ class MpiEngine final : public QueueEngine {
           Rank& r = ranks_[i];
           if (!accepts(r, batches[i].size())) continue;
           if (queue.front().bytes.size() > kMaxMessage) {
-            too_large_.push_back(std::move(queue.front()));
-            queue.pop_front();
+            too_large_.push_back(queue.pop_front());
             gave = true;
             continue;
           }
           bool idle = r.inflight.empty() && batches[i].empty();
           if (!idle && r.waiting_bytes + queue.front().bytes.size() > kMaxWaitingBytes) continue;
-          batches[i].push_back(std::move(queue.front()));
-          queue.pop_front();
+          batches[i].push_back(queue.pop_front());
           gave = true;
         }
       }
@@ -378,7 +376,7 @@ class MpiEngine final : public QueueEngine {
     std::deque<Chunk> pending;
     {
       std::lock_guard l(mu);
-      pending.swap(queue);
+      pending = queue.take_all();
     }
     for (auto& c : pending) fail(c, e);
   }

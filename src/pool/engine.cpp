@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <string>
 
@@ -16,6 +17,44 @@ std::atomic<const MpiBackend*> g_mpi{nullptr};
 void set_mpi_backend(const MpiBackend* backend) noexcept { g_mpi.store(backend, std::memory_order_release); }
 const MpiBackend* mpi_backend() noexcept { return g_mpi.load(std::memory_order_acquire); }
 
+void ChunkQueue::push_back(Chunk c) {
+  bytes_ += c.bytes.size();
+  q_.push_back(std::move(c));
+}
+
+void ChunkQueue::push_front(Chunk c) {
+  bytes_ += c.bytes.size();
+  q_.push_front(std::move(c));
+}
+
+Chunk ChunkQueue::pop_front() {
+  Chunk c = std::move(q_.front());
+  q_.pop_front();
+  bytes_ -= c.bytes.size();
+  if (bytes_ <= kBudget) notify();
+  return c;
+}
+
+bool ChunkQueue::erase_job(const JobBase* job) {
+  std::size_t bytes = 0;
+  auto removed = std::erase_if(q_, [&](const Chunk& c) {
+    if (c.job.get() != job) return false;
+    bytes += c.bytes.size();
+    return true;
+  });
+  bytes_ -= bytes;
+  notify();
+  return removed != 0;
+}
+
+std::deque<Chunk> ChunkQueue::take_all() {
+  std::deque<Chunk> out;
+  out.swap(q_);
+  bytes_ = 0;
+  notify();
+  return out;
+}
+
 void QueueEngine::submit(std::vector<Chunk> chunks) {
   {
     std::lock_guard lock(mu);
@@ -28,16 +67,14 @@ void QueueEngine::submit(std::vector<Chunk> chunks) {
 
 bool QueueEngine::cancel(const JobBase* job) {
   std::lock_guard lock(mu);
-  auto before = queue.size();
-  std::erase_if(queue, [&](const Chunk& c) { return c.job.get() == job; });
-  return queue.size() != before;
+  return queue.erase_job(job);
 }
 
 void QueueEngine::cancel_all(std::exception_ptr error) {
   std::deque<Chunk> pending;
   {
     std::lock_guard lock(mu);
-    pending.swap(queue);
+    pending = queue.take_all();
   }
   for (auto& c : pending) fail(c, error);
 }
@@ -46,6 +83,7 @@ void QueueEngine::close() {
   {
     std::lock_guard lock(mu);
     closed = true;
+    queue.notify();
   }
   wake();
 }
@@ -56,8 +94,15 @@ void QueueEngine::terminate(int signal) {
     closed = true;
     terminating = true;
     terminate_signal = signal;
+    queue.notify();
   }
   wake();
+}
+
+void QueueEngine::wait_for_room() {
+  if (handler.get_id() == std::this_thread::get_id()) return;  // it empties the queue: it cannot wait for that
+  std::unique_lock lock(mu);
+  queue.wait_for_room(lock, [&] { return closed || terminating || broken; });
 }
 
 void QueueEngine::join() {
@@ -84,7 +129,7 @@ void QueueEngine::set_broken(std::exception_ptr e) {
   {
     std::lock_guard lock(mu);
     if (!broken) broken = e;
-    pending.swap(queue);
+    pending = queue.take_all();
   }
   for (auto& c : pending) fail(c, e);
 }
@@ -141,6 +186,7 @@ void PoolCore::join() { impl_->join(); }
 int PoolCore::processes() const noexcept { return impl_->processes(); }
 std::vector<int> PoolCore::worker_pids() const { return impl_->worker_pids(); }
 std::string PoolCore::take_buffer() { return impl_->take_buffer(); }
+void PoolCore::wait_for_room() { impl_->wait_for_room(); }
 void PoolCore::tend(const JobBase* job) { impl_->tend(job); }
 
 }  // namespace mproc::detail

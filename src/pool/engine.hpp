@@ -4,6 +4,7 @@
 
 #include <signal.h>
 
+#include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -34,6 +35,40 @@ class SpareBuffers {
   std::size_t bytes_ = 0;
 };
 
+/// The chunks no worker has taken yet, and the bytes they hold: a map's writer waits while
+/// those are over kBudget (PoolEngine::wait_for_room), so that a large map is written about as
+/// fast as it is sent (its chunk buffers come back for the next chunks, and the whole input is
+/// never in memory twice). Used under the engine's mutex, which wait_for_room's lock holds.
+class ChunkQueue {
+ public:
+  static constexpr std::size_t kBudget = 16u << 20;
+  bool empty() const noexcept { return q_.empty(); }
+  Chunk& front() { return q_.front(); }
+  void push_back(Chunk c);
+  void push_front(Chunk c);
+  Chunk pop_front();
+  /// Removes job's chunks; true when any were there.
+  bool erase_job(const JobBase* job);
+  std::deque<Chunk> take_all();
+  /// Until the queue is within budget or stop() (checked on every wake-up, see notify).
+  template <class Stop>
+  void wait_for_room(std::unique_lock<std::mutex>& lock, Stop stop) {
+    ++waiters_;
+    room_.wait(lock, [&] { return bytes_ <= kBudget || stop(); });
+    --waiters_;
+  }
+  /// Wakes the writers waiting for room, to look at their stop() again.
+  void notify() {
+    if (waiters_) room_.notify_all();
+  }
+
+ private:
+  std::deque<Chunk> q_;
+  std::size_t bytes_ = 0;
+  int waiters_ = 0;
+  std::condition_variable room_;
+};
+
 /// What every engine has: the chunks no worker has taken yet, the pool's state, and a handler
 /// thread that wake() tells to look again.
 class QueueEngine : public PoolEngine {
@@ -45,6 +80,7 @@ class QueueEngine : public PoolEngine {
   void close() override;
   void terminate(int signal) override;
   void join() override;
+  void wait_for_room() override;
 
  protected:
   virtual void wake() = 0;
@@ -54,7 +90,7 @@ class QueueEngine : public PoolEngine {
   void set_broken(std::exception_ptr e);
 
   mutable std::mutex mu;  // guards queue, closed, terminating, terminate_signal, broken
-  std::deque<Chunk> queue;
+  ChunkQueue queue;
   bool closed = false;
   bool terminating = false;
   int terminate_signal = SIGTERM;

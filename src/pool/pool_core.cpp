@@ -701,8 +701,7 @@ struct LocalEngine final : QueueEngine {
           bool idle = w.inflight.empty() && batch.empty();
           if (!idle && w.waiting_bytes + batch_bytes[i] + size > kPipelineMax) continue;
           if (!idle) batch_bytes[i] += size;  // as Worker::waiting_bytes counts
-          batch.push_back(std::move(queue.front()));
-          queue.pop_front();
+          batch.push_back(queue.pop_front());
           gave = true;
         }
       }
@@ -829,7 +828,7 @@ struct LocalEngine final : QueueEngine {
     std::deque<Chunk> pending;
     {
       std::lock_guard lock(mu);
-      pending.swap(queue);
+      pending = queue.take_all();
       pids.clear();
     }
     for (auto& c : pending) fail(c, e);

@@ -130,6 +130,9 @@ class PoolEngine {
   virtual int processes() const noexcept = 0;
   virtual std::vector<int> worker_pids() const = 0;
   virtual std::string take_buffer() = 0;
+  /// Called by a map's writer between batches of chunks: returns when the engine has room for
+  /// more (see ChunkQueue), at once if it is closed or the caller is its handler thread.
+  virtual void wait_for_room() {}
   /// Called by a thread about to wait for job's answer: an engine may let it read that answer
   /// itself for a moment, if job is all the pool has to do. Returns when it did, or did not.
   virtual void tend(const JobBase* /*job*/) {}
@@ -158,6 +161,8 @@ class PoolCore {
   /// The buffer of an answered chunk (empty if none is kept), for make_chunk: a map's large
   /// chunks then reuse memory instead of making the heap grow and shrink on every map.
   std::string take_buffer();
+  /// See PoolEngine::wait_for_room.
+  void wait_for_room();
   /// See PoolEngine::tend.
   void tend(const JobBase* job);
 

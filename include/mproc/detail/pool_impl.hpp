@@ -225,8 +225,11 @@ AsyncResult<std::vector<R>> Pool::map_impl(F&& f, In&& items, std::optional<std:
                                           detail::type_fingerprint<detail::Invoker>());
     // Chunks go to the pool a batch at a time, so that the workers start on the first ones while
     // the rest are written. If writing one fails, the job's chunks not yet started are withdrawn.
-    constexpr std::size_t kSubmitBatch = 256;
+    // A batch ends at 256 chunks or 4 MiB; before the next, the writer waits while the pool holds
+    // more than its budget of chunks not yet sent (PoolCore::wait_for_room).
+    constexpr std::size_t kSubmitBatch = 256, kSubmitBytes = 4u << 20;
     std::size_t last_bytes = 0;  // the chunk before's size: a guess at this one's (strings, vectors)
+    std::size_t batch_bytes = 0;
     std::vector<detail::Chunk> chunks;
     chunks.reserve(std::min(firsts.size(), kSubmitBatch));
     try {
@@ -241,9 +244,14 @@ AsyncResult<std::vector<R>> Pool::map_impl(F&& f, In&& items, std::optional<std:
         const bool large = std::max(count * sizeof(T), last_bytes) >= 16 * 1024;
         chunks.push_back(detail::make_chunk(job, i, firsts[i], count, save, large ? core_->take_buffer() : std::string()));
         last_bytes = chunks.back().bytes.size();
-        if (chunks.size() == kSubmitBatch || i + 1 == firsts.size()) {
+        batch_bytes += last_bytes;
+        if (i + 1 == firsts.size()) {
+          core_->submit(std::exchange(chunks, {}));
+        } else if (chunks.size() == kSubmitBatch || batch_bytes >= kSubmitBytes) {
           core_->submit(std::exchange(chunks, {}));
           chunks.reserve(kSubmitBatch);
+          batch_bytes = 0;
+          core_->wait_for_room();
         }
       }
     } catch (...) {
