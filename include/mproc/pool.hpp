@@ -211,6 +211,9 @@ class Pool {
   auto map(F&& f, In&& items, std::optional<std::size_t> chunksize = std::nullopt) {
     return map_async(std::forward<F>(f), std::forward<In>(items), chunksize).get_only();
   }
+  /// Writes the chunks on the calling thread and returns once the pool has them all; an input of
+  /// more than about 16 MiB is written as the workers take it (the pool holds at most that much
+  /// unsent), so the call returns when all but the tail has been sent, not at once.
   template <class F, std::ranges::input_range In>
   auto map_async(F&& f, In&& items, std::optional<std::size_t> chunksize = std::nullopt) {
     using R = detail::map_result_t<false, F, In>;
