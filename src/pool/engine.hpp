@@ -37,8 +37,8 @@ class SpareBuffers {
 
 /// The chunks no worker has taken yet, and the bytes they hold: a map's writer waits while
 /// those are over kBudget (PoolEngine::wait_for_room), so that a large map is written about as
-/// fast as it is sent (its chunk buffers come back for the next chunks, and the whole input is
-/// never in memory twice). Used under the engine's mutex, which wait_for_room's lock holds.
+/// fast as it is sent: its chunk buffers come back for the next chunks, and a large input is not
+/// copied into chunks all at once. Used under the engine's mutex, which wait_for_room's lock holds.
 class ChunkQueue {
  public:
   static constexpr std::size_t kBudget = 16u << 20;

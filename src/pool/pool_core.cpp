@@ -595,10 +595,6 @@ struct LocalEngine final : QueueEngine {
     shutdown();
   }
 
-  // The caller waiting for the answer of a lone task (send_now's, no other chunk in the pool)
-  // reads it itself, for a moment (tend_budget), while the handler sleeps on: the answer then
-  // wakes one thread, not the handler and then the caller (apply's latency). The handler stops
-  // watching that worker meanwhile (an epoll_ctl, not a wake-up), and watches it again after.
   // How long a caller reads for an answer: about as long as this worker's chunks have been
   // taking, when that is short; kTendFor otherwise (a long task's answer is not worth the CPU).
   static Clock::duration tend_budget(const Worker& w) {
@@ -608,6 +604,10 @@ struct LocalEngine final : QueueEngine {
     return std::max<Clock::duration>(kTendFor, std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::micro>(us)));
   }
 
+  // The caller waiting for the answer of a lone task (send_now's, no other chunk in the pool)
+  // reads it itself, for a moment (tend_budget), while the handler sleeps on: the answer then
+  // wakes one thread, not the handler and then the caller (apply's latency). The handler stops
+  // watching that worker meanwhile (an epoll_ctl, not a wake-up), and watches it again after.
   void tend(const JobBase* job) override {
     if (lone.load(std::memory_order_relaxed) != job || cfg.task_timeout > 0 ||
         std::this_thread::get_id() == handler.get_id())
@@ -751,7 +751,8 @@ struct LocalEngine final : QueueEngine {
   }
 
   // After epoll_wait: every worker it named is read. When a caller read a worker meanwhile
-  // (tend), what the wait saw may be gone: those are looked at again, and skipped if idle.
+  // (tend), the answer the wait saw may be gone: each is looked at again, and skipped if there
+  // is nothing (a read would block). Only this thread removes workers, so the addresses hold.
   void read_ready(bool recheck) {
     std::vector<Worker*> dead;
     for (const epoll_event& ev : events) {
@@ -761,9 +762,7 @@ struct LocalEngine final : QueueEngine {
         (void)!::read(wake_fd.get(), &v, sizeof v);
         continue;
       }
-      if (recheck && (std::none_of(workers.begin(), workers.end(), [&](auto& p) { return p.get() == w; }) ||
-                      !w->conn.poll(seconds(0))))
-        continue;
+      if (recheck && !w->conn.poll(seconds(0))) continue;
       if (!read_answers(*w)) dead.push_back(w);
     }
     // Removed last: the events name workers by address.
