@@ -167,8 +167,8 @@ TEST_P(PoolTest, AMapOfMoreMegabyteStringsThanThePoolQueuesComesBackWhole) {
   for (int i = 0; i < 48; ++i) EXPECT_EQ(out[i], string_tag(in[i])) << i;
 }
 
-// A map whose writer waits for the pool to take its chunks ends when another thread terminates
-// the pool: TimeoutError or the pool's error, never a hang.
+// A map whose writer waits for the pool to take its chunks (64 MiB of them, one worker taking
+// one every 50 ms) ends when another thread terminates the pool: the pool's error, not a hang.
 TEST_P(PoolTest, TerminateWhileAMapWaitsToWriteMoreChunksEndsThatMap) {
   mproc::Pool sut(opts(1));
   std::vector<std::string> in(64, std::string(1 << 20, 'x'));
