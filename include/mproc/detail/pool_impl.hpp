@@ -245,13 +245,14 @@ AsyncResult<std::vector<R>> Pool::map_impl(F&& f, In&& items, std::optional<std:
         chunks.push_back(detail::make_chunk(job, i, firsts[i], count, save, large ? core_->take_buffer() : std::string()));
         last_bytes = chunks.back().bytes.size();
         batch_bytes += last_bytes;
-        if (i + 1 == firsts.size()) {
+        const bool last = i + 1 == firsts.size();
+        if (last || chunks.size() == kSubmitBatch || batch_bytes >= kSubmitBytes) {
           core_->submit(std::exchange(chunks, {}));
-        } else if (chunks.size() == kSubmitBatch || batch_bytes >= kSubmitBytes) {
-          core_->submit(std::exchange(chunks, {}));
-          chunks.reserve(kSubmitBatch);
-          batch_bytes = 0;
-          core_->wait_for_room();
+          if (!last) {
+            chunks.reserve(kSubmitBatch);
+            batch_bytes = 0;
+            core_->wait_for_room();
+          }
         }
       }
     } catch (...) {
