@@ -86,6 +86,7 @@ class IMapState : public JobBase, public std::enable_shared_from_this<IMapState<
   void chunk_failed(std::size_t index, std::exception_ptr e) override { deliver(index, Entry{{}, e}); }
 
   std::optional<R> next(std::optional<seconds> timeout) {
+    detail::check_timeout(timeout, "imap next");  // also when a result is already here
     std::unique_lock lock(mu_);
     for (;;) {
       if (!current_.empty()) {
