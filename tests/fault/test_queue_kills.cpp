@@ -10,6 +10,7 @@
 #include <chrono>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -78,7 +79,16 @@ void produce_counted(mproc::Queue<int> q, int first, int n, mproc::RawValue<int>
   }
 }
 
-// The same, then waits to be killed: the test's kill must find it alive, even when it was fast.
+// Puts first, first + 1, ... until stop is set (or n are put), counting in progress after each put.
+void produce_until_stopped(mproc::Queue<int> q, int first, int n, mproc::RawValue<int> stop,
+                           mproc::RawValue<int> progress) {
+  for (int i = 0; i < n && !std::atomic_ref<int>(stop.value()).load(); ++i) {
+    q.put(first + i);
+    std::atomic_ref<int>(progress.value()).store(i + 1);
+  }
+}
+
+// produce_counted, then waits to be killed: the test's kill must find it alive, even when it was fast.
 void produce_counted_then_wait(mproc::Queue<int> q, int first, int n, mproc::RawValue<int> progress) {
   produce_counted(q, first, n, progress);
   for (;;) ::pause();
@@ -92,6 +102,13 @@ void consume_counting(mproc::Queue<int> q, mproc::RawArray<int> seen, mproc::Raw
     std::atomic_ref<int>(seen[static_cast<std::size_t>(v)]).fetch_add(1);
     std::atomic_ref<int>(taken.value()).fetch_add(1);
   }
+}
+
+// consume_counting, once it has said in ready that it runs.
+void consume_counting_when_ready(mproc::Queue<int> q, mproc::RawArray<int> seen, mproc::RawValue<int> taken,
+                                 mproc::RawValue<int> ready) {
+  std::atomic_ref<int>(ready.value()).fetch_add(1);
+  consume_counting(std::move(q), std::move(seen), std::move(taken));
 }
 
 // Takes one item and dies before task_done() (the parent kills it).
@@ -206,20 +223,27 @@ TEST_P(QueueKillTest, ProducerKilledMidRunOthersItemsArriveExactlyOnceAndItsOwnA
 }
 
 TEST_P(QueueKillTest, ConsumerKilledMidRunLosesAtMostTheItemItWasTaking) {
-  constexpr int kPer = 4000;
+  // The producers go on until told to stop, so the run lasts until the consumer to be killed has
+  // taken its share, however late the scheduler lets it in (a fixed 8,000 items were sometimes
+  // all taken by the other two before it got 200).
+  constexpr int kCap = 1 << 20;
   mproc::Queue<int> sut(8);
-  mproc::RawArray<int> seen(2 * kPer);
-  mproc::RawValue<int> taken_by_dying(0), taken(0);
-  mproc::RawValue<int> progress(0);
-  auto dying = ctx().Process(consume_counting, sut, seen, taken_by_dying);
+  mproc::RawArray<int> seen(2 * kCap);
+  mproc::RawValue<int> taken_by_dying(0), taken(0), ready(0), stop(0);
+  std::vector<mproc::RawValue<int>> progress{mproc::RawValue<int>(0), mproc::RawValue<int>(0)};
+  auto dying = ctx().Process(consume_counting_when_ready, sut, seen, taken_by_dying, ready);
   std::vector<mproc::Process> consumers, producers;
-  for (int c = 0; c < 2; ++c) consumers.push_back(ctx().Process(consume_counting, sut, seen, taken));
-  for (int p = 0; p < 2; ++p) producers.push_back(ctx().Process(produce_counted, sut, p * kPer, kPer, progress));
+  for (int c = 0; c < 2; ++c) consumers.push_back(ctx().Process(consume_counting_when_ready, sut, seen, taken, ready));
+  for (int p = 0; p < 2; ++p)
+    producers.push_back(
+        ctx().Process(produce_until_stopped, sut, p * kCap, kCap, stop, progress[static_cast<std::size_t>(p)]));
   dying.start();
   for (auto& p : consumers) p.start();
+  ASSERT_TRUE(eventually([&] { return std::atomic_ref<int>(ready.value()).load() == 3; }));
   for (auto& p : producers) p.start();
   ASSERT_TRUE(eventually([&] { return std::atomic_ref<int>(taken_by_dying.value()).load() >= 200; }));
   kill_and_join(dying);
+  std::atomic_ref<int>(stop.value()).store(1);
   for (auto& p : producers) {
     p.join();
     EXPECT_EQ(p.exitcode(), 0);
@@ -232,9 +256,15 @@ TEST_P(QueueKillTest, ConsumerKilledMidRunLosesAtMostTheItemItWasTaking) {
   }
 
   int missing = 0;
-  for (int i = 0; i < 2 * kPer; ++i) {
-    ASSERT_LE(seen[static_cast<std::size_t>(i)], 1) << "item " << i << " received twice";
-    missing += seen[static_cast<std::size_t>(i)] == 0;
+  for (int p = 0; p < 2; ++p) {
+    const int put = std::atomic_ref<int>(progress[static_cast<std::size_t>(p)].value()).load();
+    ASSERT_LT(put, kCap) << "the producers ran out of items before the test stopped them";
+    for (int i = p * kCap; i < p * kCap + put; ++i) {
+      ASSERT_LE(seen[static_cast<std::size_t>(i)], 1) << "item " << i << " received twice";
+      missing += seen[static_cast<std::size_t>(i)] == 0;
+    }
+    for (int i = p * kCap + put; i < (p + 1) * kCap; ++i)
+      ASSERT_EQ(seen[static_cast<std::size_t>(i)], 0) << "item " << i << " was never put";
   }
   EXPECT_LE(missing, 1) << "only the item the killed consumer was taking may be lost";
   EXPECT_TRUE(sut.empty());

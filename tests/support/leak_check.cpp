@@ -83,7 +83,12 @@ class LeakCheck : public ::testing::EmptyTestEventListener {
     for (int fd : mproc::detail::forkserver_client_fds()) server_fds.insert(std::to_string(fd));
     for (int fd : mproc::detail::resource_tracker_client_fds()) server_fds.insert(std::to_string(fd));
     for (int k : kids)
-      if (!kids_.count(k) && !servers.count(k)) ADD_FAILURE() << "leak check: child process " << k << " is still alive after the test";
+      if (!kids_.count(k) && !servers.count(k)) {
+        ADD_FAILURE() << "leak check: child process " << k << " is still alive after the test";
+        // Reported; now ended, or the program would wait for it at exit (as Python's does for
+        // its non-daemon children) until ctest's timeout instead of going on to the next test.
+        ::kill(k, SIGKILL);
+      }
     for (const auto& fd : open_fds())
       if (!fds_.count(fd) && !server_fds.count(fd)) ADD_FAILURE() << "leak check: descriptor " << describe_fd(fd) << " left open by the test";
     for (const auto& s : shm_entries())
