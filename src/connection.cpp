@@ -420,6 +420,14 @@ struct ConnectionImpl {
     } catch (const OSError&) {
       return false;  // out of memory for tmpfs, or of descriptors: the stream still works
     }
+    if (send_slab(type, *slab, n)) return true;
+    SlabCache::unsent(*slab);
+    return false;
+  }
+
+  // Sends the first n payload bytes of slab (marked busy) as a frame. False when the descriptor
+  // could not be passed (too many in flight); throws on other send errors.
+  bool send_slab(std::uint64_t type, Slab& slab, std::size_t n) {
     wait_for_reader(n);
     char header[kFrameHeaderSize];
     write_header(header, type, n, kFrameInMemfd);
@@ -434,12 +442,11 @@ struct ConnectionImpl {
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;
     c->cmsg_len = CMSG_LEN(sizeof(int));
-    int mfd = slab->fd.get();
+    int mfd = slab.fd.get();
     std::memcpy(CMSG_DATA(c), &mfd, sizeof mfd);
     ssize_t w = os::retry([&] { return ::sendmsg(fd.get(), &msg, MSG_NOSIGNAL); });
     if (w < 0) {
-      SlabCache::unsent(*slab);
-      if (errno == ETOOMANYREFS) return false;  // too many descriptors in flight: stream it
+      if (errno == ETOOMANYREFS) return false;
       throw_send_error();
     }
     // The descriptor went with the first byte; the rest of the header (after a signal) follows.
@@ -529,6 +536,22 @@ void detail::ConnectionAccess::send_bytes_many(Connection& conn, std::span<const
   if (packed.capacity() > 8 * kPackMax) std::string().swap(packed);
 }
 
+void detail::ConnectionAccess::send_slab(Connection& conn, Slab& slab, std::size_t n) {
+  auto& c = conn.impl();
+  if (!c.writable) throw Error("the connection is read-only");
+  if (n > slab.capacity) throw std::invalid_argument("mproc: a slab frame of more bytes than its slab holds");
+  if (n > c.max_message)
+    throw ProtocolError("message of " + std::to_string(n) + " bytes is over the limit of " + std::to_string(c.max_message) +
+                        " bytes");
+  if (!c.unix_socket) throw Error("a shared-memory frame needs a Unix socket connection");
+  slab.mark_busy();  // its receiver may have released it before (a chunk sent again)
+  if (c.send_slab(kBytesType, slab, n)) return;
+  // Too many descriptors in flight: the bytes go through the socket instead.
+  char header[kFrameHeaderSize];
+  c.send_message(kBytesType, header, slab.payload(), n);
+  SlabCache::unsent(slab);
+}
+
 std::optional<std::span<const std::byte>> detail::ConnectionAccess::peek_buffered(Connection& conn) {
   auto& c = conn.impl();
   if (c.pending || !c.broken.empty()) return std::nullopt;
@@ -553,6 +576,8 @@ void detail::ConnectionAccess::consume_buffered(Connection& conn) {
   c.rbeg += kFrameHeaderSize + h.length;
   c.end_frame();
 }
+
+std::size_t detail::ConnectionAccess::shm_threshold_or(std::size_t bytes) { return threshold_from_environment().value_or(bytes); }
 
 void detail::ConnectionAccess::default_shm_threshold(Connection& conn, std::size_t bytes) {
   if (!threshold_from_environment()) conn.set_shared_memory_threshold(bytes);

@@ -34,6 +34,7 @@
 #include <variant>
 #include <vector>
 
+#include "connection_access.hpp"
 #include "reduction/shm_payload.hpp"
 #include "reduction/wire.hpp"
 
@@ -799,6 +800,62 @@ TEST(SlabCache, AForkedChildNeverWritesIntoItsParentsSlabs) {
   ASSERT_EQ(::waitpid(pid, &status, 0), pid);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   EXPECT_EQ(std::string(parent_view, bytes.size()), bytes);
+}
+
+// ----------------------------------------------------------------------------------------------
+// Slabs filled in place and passed on as they are (white-box: SlabPool, ConnectionAccess::send_slab)
+
+TEST(SlabPool, ASlabIsTakenAgainOnlyOnceReleasedAndNoLongerHeld) {
+  mproc::detail::SlabPool pool(4);
+  auto first = pool.take(100000);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(state_of(*first), mproc::detail::kSlabBusy);
+  EXPECT_GE(first->capacity, 100000u);
+  auto* raw = first.get();
+  EXPECT_NE(pool.take(100000).get(), raw) << "busy: not taken again";
+  mproc::detail::release_slab(raw->fd.get());
+  auto held = first;
+  first.reset();
+  EXPECT_NE(pool.take(100000).get(), raw) << "released, but a chunk still holds it (it may be sent again)";
+  held.reset();
+  auto again = pool.take(100000);
+  EXPECT_EQ(again.get(), raw);
+  EXPECT_EQ(state_of(*again), mproc::detail::kSlabBusy);
+}
+
+TEST(SlabPool, NoMoreThanItsSlabsExistAndAFreeSmallOneMakesRoomForALargerOne) {
+  mproc::detail::SlabPool pool(2);
+  auto a = pool.take(70000), b = pool.take(70000);
+  ASSERT_TRUE(a && b);
+  EXPECT_FALSE(pool.take(70000)) << "both in use";
+  mproc::detail::release_slab(a->fd.get());
+  a.reset();
+  auto large = pool.take(std::size_t{3} << 20);
+  ASSERT_TRUE(large) << "the free one gives way to a larger one";
+  EXPECT_GE(large->capacity, std::size_t{3} << 20);
+  EXPECT_FALSE(pool.take(70000)) << "still two";
+}
+
+TEST(SlabPool, ASlabSentOnAConnectionArrivesWithoutACopyAndComesBackWhenRead) {
+  auto [a, b] = mproc::Pipe();
+  mproc::detail::SlabPool pool(1);
+  auto slab = pool.take(std::size_t{1} << 20);
+  ASSERT_TRUE(slab);
+  for (int round = 0; round < 2; ++round) {  // the second: sent again from the same bytes, as a retried chunk
+    const std::string bytes(std::size_t{1} << 20, static_cast<char>('a' + round));
+    std::memcpy(slab->payload(), bytes.data(), bytes.size());
+    mproc::detail::ConnectionAccess::send_slab(a, *slab, bytes.size());
+    EXPECT_EQ(state_of(*slab), mproc::detail::kSlabBusy);
+    {
+      auto got = b.recv_buffer();
+      ASSERT_EQ(got.size(), bytes.size());
+      EXPECT_EQ(std::memcmp(got.data(), bytes.data(), bytes.size()), 0);
+    }
+    EXPECT_EQ(state_of(*slab), mproc::detail::kSlabFree) << "the receiver released it";
+  }
+  EXPECT_FALSE(pool.take(100)) << "still held by this test";
+  slab.reset();
+  EXPECT_TRUE(pool.take(100));
 }
 
 TEST(PayloadMemfd, ASocketOrAnInvalidDescriptorIsNotAMemfd) {

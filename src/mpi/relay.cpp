@@ -9,11 +9,18 @@
 
 #include "mproc/detail/pool_core.hpp"
 #include "mproc/errors.hpp"
+#include "pool/engine.hpp"
 #include "process_state.hpp"
+#include "reduction/shm_payload.hpp"
 #include "util/auth.hpp"
 
 namespace mproc::detail::mpi {
 namespace {
+
+// Slabs a rank receives its large tasks into: one being received, one running, two waiting in
+// the worker's socket (it finds the next when it finishes one). The worker keeps a mapping of
+// each (SlabMappings keeps 4).
+constexpr std::size_t kSlabs = 4;
 
 // Answers from the local pool's handler thread, for the rank's thread to send.
 class RelayJob final : public JobBase {
@@ -143,6 +150,18 @@ Chunk to_chunk(const std::shared_ptr<RelayJob>& job, std::string bytes) {
   return c;
 }
 
+Chunk to_chunk(const std::shared_ptr<RelayJob>& job, std::shared_ptr<Slab> slab, std::size_t n) {
+  if (n < kChunkHeader) throw ProtocolError("a chunk from rank 0 shorter than its header");
+  Chunk c;
+  c.job = job;
+  std::uint64_t id;
+  std::memcpy(&id, slab->payload(), sizeof id);
+  c.index = id;
+  c.slab = std::move(slab);
+  c.slab_size = n;
+  return c;
+}
+
 }  // namespace
 
 bool serve_pool(MPI_Comm comm, int leader, Message attach) {
@@ -183,30 +202,63 @@ bool serve_pool(MPI_Comm comm, int leader, Message attach) {
     if (!packed.empty()) sends.start(comm, leader, kAnswers, std::move(packed));
     return sends.test();
   };
+  // A task as large as the local pool sends through shared memory is received by MPI straight
+  // into a slab the worker reads (the connection would copy it into one). While every slab is
+  // held it waits, matched, in MPI: the local pool gets no more large tasks than slabs.
+  SlabPool slabs(kSlabs);
+  std::deque<Probed> waiting;
+  const std::size_t slab_from = chunk_shm_threshold();
+  auto take_large = [&](Probed& p) {
+    std::shared_ptr<Slab> s;
+    try {
+      s = slabs.take(p.size);
+    } catch (const OSError&) {  // no shared memory to be had: the connection streams it
+      chunks.push_back(to_chunk(job, receive(p).bytes));
+      return true;
+    }
+    if (!s) return false;
+    receive_into(p, s->payload());
+    chunks.push_back(to_chunk(job, std::move(s), p.size));
+    return true;
+  };
   int stop_signal = -1;  // from kDetach: 0 finishes what was sent, else kills the local worker
   bool exit_program = false;
   std::string spare;  // a large chunk's memory, back from the local pool once answered
   while (stop_signal < 0) {
     bool progressed = false;
-    for (;;) {
-      if (spare.capacity() < kAloneBytes) spare = local->take_buffer();
-      auto m = try_recv(comm, leader, &spare);
-      if (!m) break;
+    while (!waiting.empty() && take_large(waiting.front())) {
+      waiting.pop_front();
       progressed = true;
-      if (m->tag == kTask) {
-        chunks.push_back(to_chunk(job, std::move(m->bytes)));
-      } else if (m->tag == kTasks) {
-        for_each_frame(m->bytes, [&](const char* p, std::size_t n) { chunks.push_back(to_chunk(job, std::string(p, n))); });
-      } else if (m->tag == kDetach || m->tag == kExit) {
+    }
+    for (;;) {
+      auto p = try_probe(comm, leader);
+      if (!p) break;
+      progressed = true;
+      if (p->tag == kTask && p->size >= slab_from) {
+        if (!waiting.empty() || !take_large(*p)) waiting.push_back(*p);
+        continue;
+      }
+      if (spare.capacity() < kAloneBytes) spare = local->take_buffer();
+      auto m = receive(*p, &spare);
+      if (m.tag == kTask) {
+        chunks.push_back(to_chunk(job, std::move(m.bytes)));
+      } else if (m.tag == kTasks) {
+        for_each_frame(m.bytes, [&](const char* f, std::size_t n) { chunks.push_back(to_chunk(job, std::string(f, n))); });
+      } else if (m.tag == kDetach || m.tag == kExit) {
         std::int32_t sig = 0;
-        if (m->tag == kExit) exit_program = true, sig = SIGKILL;
-        else if (m->bytes.size() == sizeof sig) std::memcpy(&sig, m->bytes.data(), sizeof sig);
+        if (m.tag == kExit) exit_program = true, sig = SIGKILL;
+        else if (m.bytes.size() == sizeof sig) std::memcpy(&sig, m.bytes.data(), sizeof sig);
         stop_signal = sig;
         break;
       } else {
-        throw ProtocolError("an MPI message with tag " + std::to_string(m->tag) + " from rank 0 in the middle of a pool");
+        throw ProtocolError("an MPI message with tag " + std::to_string(m.tag) + " from rank 0 in the middle of a pool");
       }
     }
+    // Rank 0 detaches once every answer came, or when it terminates the pool (it fails what is
+    // unanswered itself): tasks still waiting for a slab are received (so that its sends end)
+    // and dropped.
+    if (stop_signal >= 0)
+      for (auto& p : std::exchange(waiting, {})) (void)receive(p);
     if (!chunks.empty()) submit();
     progressed = flush() || progressed;
     if (stop_signal >= 0) break;

@@ -131,22 +131,38 @@ void release_ranks(const std::vector<int>& ranks) {
   for (int r : ranks) s.busy[static_cast<std::size_t>(r)] = false;
 }
 
-std::optional<Message> try_recv(MPI_Comm comm, int source, std::string* spare) {
+std::optional<Probed> try_probe(MPI_Comm comm, int source) {
   auto l = lock();
   int flag = 0;
-  MPI_Message handle;
+  Probed p;
   MPI_Status status;
-  check(MPI_Improbe(source, MPI_ANY_TAG, comm, &flag, &handle, &status), "MPI_Improbe");
+  check(MPI_Improbe(source, MPI_ANY_TAG, comm, &flag, &p.handle, &status), "MPI_Improbe");
   if (!flag) return std::nullopt;
   int count = 0;
   MPI_Get_count(&status, MPI_BYTE, &count);
+  p.tag = status.MPI_TAG;
+  p.size = static_cast<std::size_t>(count);
+  return p;
+}
+
+void receive_into(Probed& p, void* dst) {
+  auto l = lock();
+  check(MPI_Mrecv(dst, static_cast<int>(p.size), MPI_BYTE, &p.handle, MPI_STATUS_IGNORE), "MPI_Mrecv");
+}
+
+Message receive(Probed& p, std::string* spare) {
   Message m;
-  m.tag = status.MPI_TAG;
-  const auto n = static_cast<std::size_t>(count);
-  if (spare && spare->capacity() >= n) m.bytes = std::move(*spare);
-  m.bytes.resize(n);  // in a spare of this size or more: no page to fault in, nothing to zero
-  check(MPI_Mrecv(m.bytes.data(), count, MPI_BYTE, &handle, MPI_STATUS_IGNORE), "MPI_Mrecv");
+  m.tag = p.tag;
+  if (spare && spare->capacity() >= p.size) m.bytes = std::move(*spare);
+  m.bytes.resize(p.size);  // in a spare of this size or more: no page to fault in, nothing to zero
+  receive_into(p, m.bytes.data());
   return m;
+}
+
+std::optional<Message> try_recv(MPI_Comm comm, int source, std::string* spare) {
+  auto p = try_probe(comm, source);
+  if (!p) return std::nullopt;
+  return receive(*p, spare);
 }
 
 Sends::~Sends() {

@@ -42,6 +42,20 @@ struct Message {
 /// large enough: memory already in use, where a fresh buffer's every page faults in zeroed.
 std::optional<Message> try_recv(MPI_Comm comm, int source, std::string* spare = nullptr);
 
+/// A message matched (MPI_Improbe: no other receive can take it) but not received yet. Its
+/// sender's send does not finish until it is received: every one must be.
+struct Probed {
+  int tag = 0;
+  std::size_t size = 0;
+  MPI_Message handle = MPI_MESSAGE_NULL;
+};
+/// The next message from `source`, if one has come, to be received later with receive().
+std::optional<Probed> try_probe(MPI_Comm comm, int source);
+/// Receives p's bytes into dst (p.size bytes of room).
+void receive_into(Probed& p, void* dst);
+/// Receives p as a Message, into *spare (taken) when it is large enough (see try_recv).
+Message receive(Probed& p, std::string* spare = nullptr);
+
 /// Sends in flight: their buffers live until MPI is done with them.
 class Sends {
  public:

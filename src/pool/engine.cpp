@@ -18,19 +18,19 @@ void set_mpi_backend(const MpiBackend* backend) noexcept { g_mpi.store(backend, 
 const MpiBackend* mpi_backend() noexcept { return g_mpi.load(std::memory_order_acquire); }
 
 void ChunkQueue::push_back(Chunk c) {
-  bytes_ += c.bytes.size();
+  bytes_ += c.size();
   q_.push_back(std::move(c));
 }
 
 void ChunkQueue::push_front(Chunk c) {
-  bytes_ += c.bytes.size();
+  bytes_ += c.size();
   q_.push_front(std::move(c));
 }
 
 Chunk ChunkQueue::pop_front() {
   Chunk c = std::move(q_.front());
   q_.pop_front();
-  bytes_ -= c.bytes.size();
+  bytes_ -= c.size();
   if (bytes_ <= kBudget) notify();
   return c;
 }
@@ -39,7 +39,7 @@ bool ChunkQueue::erase_job(const JobBase* job) {
   std::size_t bytes = 0;
   auto removed = std::erase_if(q_, [&](const Chunk& c) {
     if (c.job.get() != job) return false;
-    bytes += c.bytes.size();
+    bytes += c.size();
     return true;
   });
   bytes_ -= bytes;

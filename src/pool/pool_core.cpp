@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "connection_access.hpp"
+#include "reduction/shm_payload.hpp"
 #include "pool/engine.hpp"
 #include "mproc/detail/fd_passing.hpp"
 #include "mproc/detail/pool_core.hpp"
@@ -51,9 +52,9 @@ constexpr std::size_t kSlabFrameBytes = 256;
 // side per chunk; the slab takes one copy and one small frame. Connections elsewhere keep 1 MiB.
 constexpr std::size_t kChunkShmThreshold = 256 * 1024;
 
-std::uint64_t chunk_id(const Chunk& c) {
+std::uint64_t chunk_id(Chunk& c) {
   std::uint64_t id;
-  std::memcpy(&id, c.bytes.data(), sizeof id);
+  std::memcpy(&id, c.data(), sizeof id);
   return id;
 }
 constexpr int kInitDeaths = 3;  // see handle_exit
@@ -72,6 +73,10 @@ std::string method_title(const std::optional<Context>& ctx) {
 }
 
 }  // namespace
+
+std::size_t chunk_shm_threshold() { return ConnectionAccess::shm_threshold_or(kChunkShmThreshold); }
+
+char* Chunk::data() { return slab ? reinterpret_cast<char*>(slab->payload()) : bytes.data(); }
 
 Chunk make_chunk(std::shared_ptr<JobBase> job, std::size_t index, std::size_t first, std::size_t count,
                  void (*save)(const void* ctx, OutArchive&), const void* ctx, std::string buffer) {
@@ -325,7 +330,7 @@ struct LocalEngine final : QueueEngine {
     }
     /// What c puts in the socket while it waits there: its bytes, or a frame naming its slab.
     std::size_t in_socket(const Chunk& c) const {
-      return c.bytes.size() >= conn.shared_memory_threshold() ? kSlabFrameBytes : c.bytes.size();
+      return c.slab || c.bytes.size() >= conn.shared_memory_threshold() ? kSlabFrameBytes : c.bytes.size();
     }
     void push(Chunk c) {
       if (inflight.empty()) running_since = Clock::now();
@@ -412,21 +417,31 @@ struct LocalEngine final : QueueEngine {
     const std::uint8_t kind = static_cast<std::uint8_t>(ChunkKind::task) | (w.chunk_us < kShortUs ? kChunkShort : 0) | flags;
     for (auto& c : batch) {
       std::uint64_t id = next_id++;
-      std::memcpy(c.bytes.data(), &id, 8);
-      c.bytes[8] = static_cast<char>(kind);
+      std::memcpy(c.data(), &id, 8);
+      c.data()[8] = static_cast<char>(kind);
       w.push(std::move(c));
       ++w.sent;
     }
     // Views once every chunk is in place: a short string's bytes move with it.
     frames.clear();
-    for (auto it = w.inflight.end() - static_cast<std::ptrdiff_t>(batch.size()); it != w.inflight.end(); ++it)
-      frames.emplace_back(it->bytes);
-    batch.clear();
+    auto send_frames = [&] {
+      if (!frames.empty()) ConnectionAccess::send_bytes_many(w.conn, frames);
+      frames.clear();
+    };
     try {
-      ConnectionAccess::send_bytes_many(w.conn, frames);
+      for (auto it = w.inflight.end() - static_cast<std::ptrdiff_t>(batch.size()); it != w.inflight.end(); ++it) {
+        if (!it->slab) {
+          frames.emplace_back(it->bytes);
+          continue;
+        }
+        send_frames();
+        ConnectionAccess::send_slab(w.conn, *it->slab, it->slab_size);
+      }
+      send_frames();
     } catch (const EOFError&) {
       w.gone = true;
     }
+    batch.clear();
   }
 
   bool accepts(const Worker& w, std::size_t batched) const {
@@ -437,10 +452,11 @@ struct LocalEngine final : QueueEngine {
 
   void handle_reply(Worker& w, const Buffer& msg) { handle_reply(w, msg.data(), msg.size()); }
   void handle_reply(Worker& w, const std::byte* msg, std::size_t size) {
-    if (size < kChunkHeader || w.inflight.empty() || std::memcmp(msg, w.inflight.front().bytes.data(), 8) != 0)
+    if (size < kChunkHeader || w.inflight.empty() || std::memcmp(msg, w.inflight.front().data(), 8) != 0)
       throw ProtocolError("a pool worker answered a task it was not given");
     Chunk c = w.pop();
     spares.put(std::move(c.bytes));  // answered: its bytes are not sent again
+    c.slab.reset();
     const std::byte* data = msg + kChunkHeader;
     std::size_t n = size - kChunkHeader;
     if (msg[8] == std::byte{1}) {

@@ -97,7 +97,22 @@ void release_slab(int fd) noexcept {
 
 void release_slab(std::byte* head) noexcept { state_at(head).store(kSlabFree, std::memory_order_release); }
 
-std::uint32_t& SlabCache::Slab::state() const { return *static_cast<std::uint32_t*>(map.data()); }
+std::unique_ptr<Slab> Slab::make(std::size_t n, const void* payload) {
+  auto s = std::make_unique<Slab>();
+  s->capacity = std::bit_ceil(std::max(n, kMinSlab));
+  s->fd = os::memfd_of_size("mproc-message", kSlabHead + s->capacity);
+  if (payload) os::pwrite_full(s->fd.get(), payload, n, kSlabHead, "write to memfd");
+  if (::fcntl(s->fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) os::throw_errno("sealing memfd");
+  s->map = os::Mapping(s->fd.get(), kSlabHead + s->capacity);
+  s->mark_busy();
+  return s;
+}
+
+std::uint32_t& Slab::state() const { return *static_cast<std::uint32_t*>(map.data()); }
+
+bool Slab::released() const { return std::atomic_ref<std::uint32_t>(state()).load(std::memory_order_acquire) == kSlabFree; }
+
+void Slab::mark_busy() { std::atomic_ref<std::uint32_t>(state()).store(kSlabBusy, std::memory_order_relaxed); }
 
 SlabCache::Slab& SlabCache::fill(const void* payload, std::size_t n) {
   if (pid_t me = ::getpid(); owner_ != me) {
@@ -107,22 +122,14 @@ SlabCache::Slab& SlabCache::fill(const void* payload, std::size_t n) {
   Slab* best = nullptr;
   for (auto& s : slabs_) {
     if (s->capacity < n || (best && s->capacity >= best->capacity)) continue;
-    if (std::atomic_ref<std::uint32_t>(s->state()).load(std::memory_order_acquire) == kSlabFree) best = s.get();
+    if (s->released()) best = s.get();
   }
   if (best) {
-    std::atomic_ref<std::uint32_t>(best->state()).store(kSlabBusy, std::memory_order_relaxed);
-    std::memcpy(static_cast<std::byte*>(best->map.data()) + kSlabHead, payload, n);
+    best->mark_busy();
+    std::memcpy(best->payload(), payload, n);
   } else {
-    auto s = std::make_unique<Slab>();
-    s->capacity = std::bit_ceil(std::max(n, kMinSlab));
-    s->fd = os::memfd_of_size("mproc-message", kSlabHead + s->capacity);
-    // The first fill with pwrite: the kernel fills new pages without faults in this process.
-    os::pwrite_full(s->fd.get(), payload, n, kSlabHead, "write to memfd");
-    if (::fcntl(s->fd.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) os::throw_errno("sealing memfd");
-    s->map = os::Mapping(s->fd.get(), kSlabHead + s->capacity);
-    std::atomic_ref<std::uint32_t>(s->state()).store(kSlabBusy, std::memory_order_relaxed);
-    best = s.get();
-    slabs_.push_back(std::move(s));
+    slabs_.push_back(Slab::make(n, payload));
+    best = slabs_.back().get();
   }
   best->touched = std::max(best->touched, n);
   best->last_use = ++clock_;
@@ -131,6 +138,28 @@ SlabCache::Slab& SlabCache::fill(const void* payload, std::size_t n) {
 }
 
 void SlabCache::unsent(Slab& s) { std::atomic_ref<std::uint32_t>(s.state()).store(kSlabFree, std::memory_order_relaxed); }
+
+std::shared_ptr<Slab> SlabPool::take(std::size_t n) {
+  // use_count() is 1 once the last chunk holding it is gone (on another thread: a stale count
+  // only says "held" a little longer).
+  auto unheld = [](const std::shared_ptr<Slab>& s) { return s.use_count() == 1 && s->released(); };
+  std::shared_ptr<Slab>* best = nullptr;
+  for (auto& s : slabs_)
+    if (s->capacity >= n && unheld(s) && (!best || s->capacity < (*best)->capacity)) best = &s;
+  if (best) {
+    (*best)->mark_busy();
+    (*best)->touched = std::max((*best)->touched, n);
+    return *best;
+  }
+  if (slabs_.size() >= most_) {  // all held, or too small: a free small one makes room
+    auto small = std::find_if(slabs_.begin(), slabs_.end(), unheld);
+    if (small == slabs_.end()) return nullptr;
+    slabs_.erase(small);
+  }
+  slabs_.push_back(Slab::make(n));
+  slabs_.back()->touched = n;
+  return slabs_.back();
+}
 
 void SlabCache::trim() {
   // A dropped slab a receiver still reads lives on in its descriptor.

@@ -54,17 +54,30 @@ void release_slab(int fd) noexcept;
 /// The same through a writable mapping of the slab's head.
 void release_slab(std::byte* head) noexcept;
 
+/// A slab: a memfd sealed against shrinking and growing (kSlabHead bytes of head, then
+/// `capacity` payload bytes), mapped whole, read-write.
+struct Slab {
+  os::Fd fd;
+  os::Mapping map;
+  std::size_t capacity = 0;   // payload bytes it can hold
+  std::size_t touched = 0;    // most payload bytes written: the pages it holds
+  std::uint64_t last_use = 0;
+
+  /// A new slab of at least n payload bytes (a power of two), marked busy. When payload is given,
+  /// its n bytes are written first, with pwrite: the kernel fills the new pages without a fault
+  /// each in this process. Throws mproc::OSError (out of memory or descriptors).
+  static std::unique_ptr<Slab> make(std::size_t n, const void* payload = nullptr);
+  std::uint32_t& state() const;
+  std::byte* payload() const { return static_cast<std::byte*>(map.data()) + kSlabHead; }
+  /// Its receiver released it (acquire: what the receiver read happened before).
+  bool released() const;
+  void mark_busy();
+};
+
 /// The sender's slabs: a few kept for reuse, per connection end.
 class SlabCache {
  public:
-  struct Slab {
-    os::Fd fd;
-    os::Mapping map;            // the whole file (head, then payload), read-write
-    std::size_t capacity = 0;   // payload bytes it can hold
-    std::size_t touched = 0;    // most payload bytes written: the pages it holds
-    std::uint64_t last_use = 0;
-    std::uint32_t& state() const;
-  };
+  using Slab = detail::Slab;
 
   /// A slab of at least n payload bytes holding a copy of payload, marked busy: a kept one the
   /// receiver released, else a new one. Throws mproc::OSError (out of memory or descriptors).
@@ -80,6 +93,22 @@ class SlabCache {
   std::vector<std::unique_ptr<Slab>> slabs_;
   pid_t owner_ = 0;  // a forked child must not write into its parent's slabs
   std::uint64_t clock_ = 0;
+};
+
+/// Slabs that their owner fills in place and hands on as a pool's chunks (an MPI rank receives
+/// its large tasks into them: the copy into a connection's slab is saved). One is taken again
+/// only when its receiver released it and no chunk holds it: a chunk whose worker died is sent
+/// again from the same bytes. At most `most` exist, so that a receiver's kept mappings cover them.
+class SlabPool {
+ public:
+  explicit SlabPool(std::size_t most) : most_(most) {}
+  /// A slab of at least n payload bytes, marked busy; null while `most` are in use.
+  /// Throws mproc::OSError (out of memory or descriptors).
+  std::shared_ptr<Slab> take(std::size_t n);
+
+ private:
+  std::size_t most_;
+  std::vector<std::shared_ptr<Slab>> slabs_;
 };
 
 /// The receiving end's mappings of its sender's slabs, kept while the sender may send in them

@@ -4,12 +4,15 @@
 #include <mproc/mpi.hpp>
 #include <mproc/mproc.hpp>
 
+#include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <numeric>
 #include <set>
+#include <string>
 #include <thread>
 
 using namespace std::chrono_literals;
@@ -34,6 +37,27 @@ int abort_on_two(int x) {
 int sleep_then(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
   return ms;
+}
+
+// A sum that sees every byte where it is (a slab written over while read would show).
+std::uint64_t checksum(const std::string& s) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+std::string pattern(std::size_t n, unsigned seed) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + seed * 7919 + (i >> 12)) & 0xff);
+  return s;
+}
+// Aborts the first time any worker runs it (marker does not exist yet), answers after.
+std::uint64_t checksum_crashing_once(const std::string& s, const std::string& marker) {
+  int fd = ::open(marker.c_str(), O_CREAT | O_EXCL | O_WRONLY, 0600);
+  if (fd >= 0) {
+    ::close(fd);
+    std::abort();
+  }
+  return checksum(s);
 }
 
 int g_plugin = 0;  // set by the initializer, in each worker
@@ -137,6 +161,34 @@ TEST(MpiPool, LargeArgumentsAndResultsRoundTrip) {
   auto big = pool.apply(make_bytes, std::size_t{16} << 20);
   EXPECT_EQ(big.size(), std::size_t{16} << 20);
   EXPECT_EQ(std::count(big.begin(), big.end(), 'z'), static_cast<std::ptrdiff_t>(big.size()));
+}
+
+TEST(MpiPool, ManyLargeArgumentsArriveIntactThroughTheRanksReusedSlabs) {
+  // More large tasks than a rank has slabs to receive them into (the rest wait in MPI), of sizes
+  // that make it reuse a slab for a smaller task and replace one for a larger.
+  mproc::Pool pool({.context = mpi()});
+  std::vector<std::string> blobs;
+  for (unsigned i = 0; i < 40; ++i) blobs.push_back(pattern((std::size_t{256} << 10) + (i % 7) * (std::size_t{300} << 10), i));
+  std::vector<std::uint64_t> want;
+  for (const auto& b : blobs) want.push_back(checksum(b));
+  for (int round = 0; round < 3; ++round) EXPECT_EQ(pool.map(checksum, blobs, 1), want) << "round " << round;
+  EXPECT_EQ(pool.map(checksum, blobs, 4), want) << "chunks of 4 arguments";
+}
+
+TEST(MpiPool, ALargeTaskWhoseWorkerCrashedRunsAgainFromTheSameBytes) {
+  const std::string marker = "/tmp/mproc_test_mpi_crash_" + std::to_string(::getpid());
+  ::unlink(marker.c_str());
+  {
+    mproc::Pool pool({.processes = 1, .context = mpi(), .max_retries = 1});
+    std::string blob = pattern(std::size_t{3} << 20, 7);
+    EXPECT_EQ(pool.apply(checksum_crashing_once, blob, marker), checksum(blob));
+    // The slab it ran from is taken again by the next tasks.
+    std::vector<std::string> more;
+    for (unsigned i = 0; i < 8; ++i) more.push_back(pattern(std::size_t{1} << 20, 100 + i));
+    auto sums = pool.map(checksum, more, 1);
+    for (std::size_t i = 0; i < more.size(); ++i) EXPECT_EQ(sums[i], checksum(more[i]));
+  }
+  EXPECT_EQ(::unlink(marker.c_str()), 0) << "the first run did not crash";
 }
 
 TEST(MpiPool, TheInitializerRunsInEveryWorkerWithItsArguments) {

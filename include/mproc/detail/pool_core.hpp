@@ -80,6 +80,8 @@ constexpr std::uint64_t kChunkFinished = std::uint64_t{1} << 63;
 constexpr std::size_t kMailboxHeldBytes = 64 * 1024 + 32 * 16;
 constexpr std::size_t kMailboxWords = 3 + kMailboxHeldBytes / 8;
 
+struct Slab;  // shared memory (src/reduction/shm_payload.hpp)
+
 struct Chunk {
   std::shared_ptr<JobBase> job;  // null for the initializer
   std::size_t index = 0;
@@ -87,6 +89,13 @@ struct Chunk {
   std::size_t item_count = 1;
   std::string bytes;  // header space + payload
   int attempts = 0;
+  /// Or the header and payload are the first slab_size bytes of a slab (bytes is then empty):
+  /// an MPI rank received them there, and the worker's connection passes the slab on as it is.
+  std::shared_ptr<Slab> slab;
+  std::size_t slab_size = 0;
+
+  char* data();
+  std::size_t size() const { return slab ? slab_size : bytes.size(); }
 };
 
 /// A chunk whose payload is written by save(ctx, archive); the header is filled in at dispatch.
