@@ -140,13 +140,15 @@ SlabCache::Slab& SlabCache::fill(const void* payload, std::size_t n) {
 void SlabCache::unsent(Slab& s) { std::atomic_ref<std::uint32_t>(s.state()).store(kSlabFree, std::memory_order_relaxed); }
 
 std::shared_ptr<Slab> SlabPool::take(std::size_t n) {
-  // use_count() is 1 once the last chunk holding it is gone (on another thread: a stale count
-  // only says "held" a little longer).
+  // use_count() is 1 once the last chunk holding it is gone (on the pool's thread: a stale
+  // count only says "held" a little longer).
   auto unheld = [](const std::shared_ptr<Slab>& s) { return s.use_count() == 1 && s->released(); };
   std::shared_ptr<Slab>* best = nullptr;
   for (auto& s : slabs_)
     if (s->capacity >= n && unheld(s) && (!best || s->capacity < (*best)->capacity)) best = &s;
   if (best) {
+    // The last holder's release (its decrement) happens before what the caller writes now.
+    std::atomic_thread_fence(std::memory_order_acquire);
     (*best)->mark_busy();
     (*best)->touched = std::max((*best)->touched, n);
     return *best;
