@@ -102,11 +102,11 @@ class QueueEngine : public PoolEngine {
 /// "exited with code 3", "killed by signal 9": how a worker ended, for error messages.
 std::string describe_exit(int code);
 
-/// Workers that are processes on this machine, one connection each.
 /// From this size a chunk travels to a local worker in shared memory (MPROC_SHM_THRESHOLD, when
 /// set, wins).
 std::size_t chunk_shm_threshold();
 
+/// Workers that are processes on this machine, one connection each.
 std::unique_ptr<PoolEngine> make_local_engine(PoolConfig config);
 
 /// What libmproc_mpi registers (mproc/mpi.hpp pulls it into a program): the part of

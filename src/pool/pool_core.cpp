@@ -16,8 +16,8 @@
 #include <thread>
 
 #include "connection_access.hpp"
-#include "reduction/shm_payload.hpp"
 #include "pool/engine.hpp"
+#include "reduction/shm_payload.hpp"
 #include "mproc/detail/fd_passing.hpp"
 #include "mproc/detail/pool_core.hpp"
 #include "mproc/process.hpp"

@@ -141,8 +141,9 @@ void SlabCache::unsent(Slab& s) { std::atomic_ref<std::uint32_t>(s.state()).stor
 
 std::shared_ptr<Slab> SlabPool::take(std::size_t n) {
   // use_count() is 1 once the last chunk holding it is gone (on the pool's thread: a stale
-  // count only says "held" a little longer).
-  auto unheld = [](const std::shared_ptr<Slab>& s) { return s.use_count() == 1 && s->released(); };
+  // count only says "held" a little longer). Not the state word: a worker that died holding the
+  // slab never releases it, and would take it out of use for good.
+  auto unheld = [](const std::shared_ptr<Slab>& s) { return s.use_count() == 1; };
   std::shared_ptr<Slab>* best = nullptr;
   for (auto& s : slabs_)
     if (s->capacity >= n && unheld(s) && (!best || s->capacity < (*best)->capacity)) best = &s;

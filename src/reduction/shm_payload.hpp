@@ -97,8 +97,9 @@ class SlabCache {
 
 /// Slabs that their owner fills in place and hands on as a pool's chunks (an MPI rank receives
 /// its large tasks into them: the copy into a connection's slab is saved). One is taken again
-/// only when its receiver released it and no chunk holds it: a chunk whose worker died is sent
-/// again from the same bytes. At most `most` exist, so that a receiver's kept mappings cover them.
+/// once no chunk holds it: a pool drops a chunk only when its worker answered it (and so read
+/// it) or is dead, and keeps one whose worker died to send it again from the same bytes. At
+/// most `most` exist, so that a receiver's kept mappings cover them.
 class SlabPool {
  public:
   explicit SlabPool(std::size_t most) : most_(most) {}

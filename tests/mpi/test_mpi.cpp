@@ -60,6 +60,8 @@ std::uint64_t checksum_crashing_once(const std::string& s, const std::string& ma
   return checksum(s);
 }
 
+std::size_t abort_with(const std::string&) { std::abort(); }
+
 int g_plugin = 0;  // set by the initializer, in each worker
 void set_plugin(int v) { g_plugin = v; }
 int plugin_plus(int x) { return g_plugin + x; }
@@ -189,6 +191,18 @@ TEST(MpiPool, ALargeTaskWhoseWorkerCrashedRunsAgainFromTheSameBytes) {
     for (std::size_t i = 0; i < more.size(); ++i) EXPECT_EQ(sums[i], checksum(more[i]));
   }
   EXPECT_EQ(::unlink(marker.c_str()), 0) << "the first run did not crash";
+}
+
+TEST(MpiPool, LargeTasksThatCrashLeaveNoSlabBehindAndTheNextOnesRun) {
+  // More crashing large tasks than the rank has slabs: a slab its dead task process never
+  // released must be taken again, or the tasks after them would wait in MPI for good.
+  mproc::Pool pool({.processes = 1, .context = mpi()});
+  const std::string blob = pattern(std::size_t{1} << 20, 3);
+  for (int i = 0; i < 6; ++i) EXPECT_THROW(pool.apply(abort_with, blob), mproc::WorkerCrashed) << "task " << i;
+  std::vector<std::string> more;
+  for (unsigned i = 0; i < 8; ++i) more.push_back(pattern(std::size_t{1} << 20, 200 + i));
+  auto sums = pool.map_async(checksum, more, 1).get(60s);
+  for (std::size_t i = 0; i < more.size(); ++i) EXPECT_EQ(sums[i], checksum(more[i]));
 }
 
 TEST(MpiPool, TheInitializerRunsInEveryWorkerWithItsArguments) {
