@@ -139,24 +139,26 @@ std::unique_ptr<PoolCore> start_local(const Attach& a, Attached& reply) {
   }
 }
 
-Chunk to_chunk(const std::shared_ptr<RelayJob>& job, std::string bytes) {
-  if (bytes.size() < kChunkHeader) throw ProtocolError("a chunk from rank 0 shorter than its header");
+// A chunk from rank 0 whose n bytes begin at head: [id: 8][kind: 1][task]. Rank 0's id is its
+// index, which the answer carries back.
+Chunk chunk_from(const std::shared_ptr<RelayJob>& job, const void* head, std::size_t n) {
+  if (n < kChunkHeader) throw ProtocolError("a chunk from rank 0 shorter than its header");
   Chunk c;
   c.job = job;
   std::uint64_t id;
-  std::memcpy(&id, bytes.data(), sizeof id);
+  std::memcpy(&id, head, sizeof id);
   c.index = id;
+  return c;
+}
+
+Chunk to_chunk(const std::shared_ptr<RelayJob>& job, std::string bytes) {
+  Chunk c = chunk_from(job, bytes.data(), bytes.size());
   c.bytes = std::move(bytes);
   return c;
 }
 
 Chunk to_chunk(const std::shared_ptr<RelayJob>& job, std::shared_ptr<Slab> slab, std::size_t n) {
-  if (n < kChunkHeader) throw ProtocolError("a chunk from rank 0 shorter than its header");
-  Chunk c;
-  c.job = job;
-  std::uint64_t id;
-  std::memcpy(&id, slab->payload(), sizeof id);
-  c.index = id;
+  Chunk c = chunk_from(job, slab->payload(), n);
   c.slab = std::move(slab);
   c.slab_size = n;
   return c;
